@@ -1,0 +1,30 @@
+"""nbgrader configuration for the course. nbgrader reads it only when run from this folder."""
+import os
+
+c = get_config()  # noqa: F821 (provided by nbgrader)
+
+here = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.root = here
+c.CourseDirectory.course_id = "backend-to-ai-engineer"
+c.CourseDirectory.source_directory = "source"
+# The student copies are the notebooks learners open and the book shows.
+c.CourseDirectory.release_directory = os.path.join("..", "notebooks")
+c.CourseDirectory.submitted_directory = "submitted"
+c.CourseDirectory.autograded_directory = "autograded"
+c.CourseDirectory.feedback_directory = "feedback"
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
+
+
+# What a learner sees in place of each solution.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Grading runs the short form of every lab, and no cell may run longer than this.
+os.environ["LABKIT_QUICK"] = "1"
+c.Execute.timeout = 300
+c.Execute.interrupt_on_timeout = True
+
+# LMS downloads named <student-id>_<notebook>.ipynb, collected by `nbgrader zip_collect`.
+c.ZipCollectApp.archive_directory = "archive"
+c.ZipCollectApp.collector_plugin = "nbgrader.plugins.zipcollect.FileNameCollectorPlugin"
+c.FileNameCollectorPlugin.named_regexp = r"^(?:.*/)?(?P<student_id>[^_/]+)_(?P<file_id>[^/]+\.ipynb)$"

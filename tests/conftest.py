@@ -1,0 +1,56 @@
+"""Shared fixtures, and the per-lab wall time and peak memory table at the end of a run."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "autograder" / "source"
+RELEASE = ROOT / "notebooks"
+PHASES = ("phase1", "phase2", "phase3")
+SOURCE_LABS = sorted(SOURCE.glob("phase*/*.ipynb"))
+
+# (lab, wall seconds, peak MiB), filled by the lab tests and printed at the end.
+LAB_TIMINGS: list[tuple[str, float, float]] = []
+
+
+def venv_env(**extra) -> dict:
+    """Environment for nbgrader and jupyter commands: this interpreter's bin/ first on PATH
+    (nbgrader runs `alembic` by name when it creates a gradebook), quick mode on."""
+    bin_dir = str(Path(sys.executable).parent)
+    return dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), LABKIT_QUICK="1", **extra)
+
+
+def nbgrader(course: Path, *args, check=True) -> subprocess.CompletedProcess:
+    """Run an nbgrader command from ``course/autograder``, where it finds its config."""
+    result = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), *args], cwd=course / "autograder",
+                            env=venv_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"nbgrader {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def course_copy(tmp_path_factory) -> Path:
+    """A throwaway copy of the course's autograder folder, with the student copies regenerated
+    into its own notebooks/ beside it, exactly as the instructor's command does."""
+    course = tmp_path_factory.mktemp("course")
+    (course / "autograder").mkdir()
+    shutil.copy(ROOT / "autograder" / "nbgrader_config.py", course / "autograder")
+    shutil.copytree(SOURCE, course / "autograder" / "source")
+    for phase in PHASES:
+        if (SOURCE / phase).is_dir():
+            nbgrader(course, "generate_assignment", phase, "--force")
+    return course
+
+
+def pytest_terminal_summary(terminalreporter):
+    if LAB_TIMINGS:
+        terminalreporter.section("labs: wall time and peak memory (quick mode)")
+        for lab, wall, peak in LAB_TIMINGS:
+            terminalreporter.write_line(f"{lab:<45} {wall:7.1f} s {peak:8.0f} MiB")
