@@ -1,9 +1,11 @@
 """nbgrader configuration for the course. nbgrader reads it only when run from this folder."""
 import os
+import sys
 
 c = get_config()  # noqa: F821 (provided by nbgrader)
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)  # for feedback_filters beside this file
 c.CourseDirectory.root = here
 c.CourseDirectory.course_id = "backend-to-ai-engineer"
 c.CourseDirectory.source_directory = "source"
@@ -28,3 +30,10 @@ c.Execute.interrupt_on_timeout = True
 c.ZipCollectApp.archive_directory = "archive"
 c.ZipCollectApp.collector_plugin = "nbgrader.plugins.zipcollect.FileNameCollectorPlugin"
 c.FileNameCollectorPlugin.named_regexp = r"^(?:.*/)?(?P<student_id>[^_/]+)_(?P<file_id>[^/]+\.ipynb)$"
+
+# Feedback shows each learner their grades without revealing the hidden tests.
+from feedback_filters import ShortenTracebacks  # noqa: E402
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, ShortenTracebacks, CSSHTMLHeaderPreprocessor]

@@ -41,7 +41,8 @@ def course_copy(tmp_path_factory) -> Path:
     into its own notebooks/ beside it, exactly as the instructor's command does."""
     course = tmp_path_factory.mktemp("course")
     (course / "autograder").mkdir()
-    shutil.copy(ROOT / "autograder" / "nbgrader_config.py", course / "autograder")
+    for config in (ROOT / "autograder").glob("*.py"):  # nbgrader_config.py and what it imports
+        shutil.copy(config, course / "autograder")
     shutil.copytree(SOURCE, course / "autograder" / "source")
     for phase in PHASES:
         if (SOURCE / phase).is_dir():

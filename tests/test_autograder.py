@@ -10,6 +10,7 @@ For each phase that has labs: collect three submissions per notebook with
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -70,6 +71,19 @@ def graded_course(course_copy):
     return course
 
 
+def hidden_lines(source_notebook):
+    """The distinctive lines of a source notebook's hidden tests."""
+    lines, hidden = [], False
+    for cell in json.loads(source_notebook.read_text())["cells"]:
+        for line in "".join(cell["source"]).splitlines():
+            if "BEGIN HIDDEN TESTS" in line or "END HIDDEN TESTS" in line:
+                hidden = "BEGIN" in line
+                lines.append(line.strip())
+            elif hidden and len(line.strip()) > 25:
+                lines.append(line.strip())
+    return lines
+
+
 def cell_scores(course, phase, student):
     """{(notebook, grade_id): (score, max_score)} from the gradebook."""
     from nbgrader.api import Gradebook
@@ -111,6 +125,10 @@ def test_feedback_and_export(graded_course):
         for student in ("reference", "untouched", "tamperer"):
             pages = list((autograder / "feedback" / student / phase).glob("*.html"))
             assert pages, f"no feedback for {student} in {phase}"
+            for page in pages:
+                text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+                leaked = [line for line in hidden_lines(SOURCE / phase / f"{page.stem}.ipynb") if line in text]
+                assert not leaked, f"feedback {student}/{page.name} reveals hidden tests: {leaked[:3]}"
     with open(autograder / "grades.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     by_student = {}
