@@ -50,6 +50,17 @@ def course_copy(tmp_path_factory) -> Path:
     return course
 
 
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The book built from scratch into a scratch folder, warnings as errors; returns its html/."""
+    out = tmp_path_factory.mktemp("book")
+    result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--all",
+                             "-W", "-n", "--keep-going", "--path-output", str(out)],
+                            env=venv_env(), capture_output=True, text=True)
+    assert result.returncode == 0, "the book does not build clean:\n" + result.stdout[-6000:] + result.stderr[-3000:]
+    return out / "_build" / "html"
+
+
 def pytest_terminal_summary(terminalreporter):
     if LAB_TIMINGS:
         terminalreporter.section("labs: wall time and peak memory (quick mode)")
