@@ -1,4 +1,4 @@
-"""Command line: ``labkit prepare``, ``labkit models``, ``labkit run``."""
+"""Command line: ``labkit prepare``, ``models``, ``run``, ``plan`` and ``progress``."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,20 @@ def _run(args) -> int:
     return 1 if failed else 0
 
 
+def _plan(args) -> int:
+    from . import plan
+
+    md, ics = plan.write_plan(args.start, args.track, args.out, hours_per_week=args.hours_per_week, force=args.force)
+    print(f"wrote {md}\nwrote {ics}  (import it into your calendar)")
+    return 0
+
+
+def _progress(args) -> int:
+    from . import progress
+
+    return progress.report(args.notebooks, args.lab, timeout=args.timeout, bar=True if args.bar else None)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description="Tools for the course Backend to AI Engineer in 90 days")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +77,22 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     p.add_argument("--full", action="store_true", help="student mode instead of LABKIT_QUICK=1")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("plan", help="write your ninety-day schedule as Markdown and as a calendar file")
+    p.add_argument("--start", required=True, metavar="YYYY-MM-DD", help="day 1 of your ninety days")
+    # No argparse choices: the library's error lists the tracks in one line, with exit code 2.
+    p.add_argument("--track", required=True, metavar="TRACK", help="the Build-phase track: infra, applied or agents")
+    p.add_argument("--out", default=".", metavar="DIR", help="folder for the two files (default: this folder)")
+    p.add_argument("--hours-per-week", type=float, default=20, metavar="N", help="time you can give (the plan assumes 20)")
+    p.add_argument("--force", action="store_true", help="overwrite plan files that already exist")
+    p.set_defaults(func=_plan)
+
+    p = sub.add_parser("progress", help="run your lab notebooks in quick mode and say which visible checks pass")
+    p.add_argument("--notebooks", default="notebooks", metavar="DIR", help="folder with phaseN/NN_name.ipynb labs")
+    p.add_argument("--lab", metavar="NAME", help="only this lab, e.g. 01_embeddings or phase1/01_embeddings")
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p.add_argument("--bar", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    p.set_defaults(func=_progress)
 
     args = parser.parse_args(argv)
     try:
