@@ -13,3 +13,15 @@ def test_book_builds_clean_and_shows_the_labs(built_book):
         assert "YOUR CODE HERE" in text, f"{page.name}: the page should show the student copy"
     for page in ("book/instructor.html", "book/phase1/index.html", "book/phase2/index.html", "book/phase3/index.html"):
         assert (built_book / page).is_file(), page
+
+
+def test_landing_figure_matches_the_plan(tmp_path):
+    """The plan figure on the landing page is drawn from labkit.plan; regenerate it when the plan changes."""
+    from labkit.plots import plan_timeline
+
+    committed = ROOT / "book" / "images" / "plan-at-a-glance.svg"
+    plan_timeline(tmp_path / "plan.svg")
+    assert committed.read_bytes() == (tmp_path / "plan.svg").read_bytes(), (
+        "book/images/plan-at-a-glance.svg is out of date; regenerate it: .venv/bin/python -c "
+        "\"from labkit.plots import plan_timeline; plan_timeline('book/images/plan-at-a-glance.svg')\"")
+    assert "plan-at-a-glance.svg" in (ROOT / "book" / "intro.md").read_text(), "the landing page shows the plan"

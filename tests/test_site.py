@@ -113,9 +113,10 @@ def test_screenshots_of_landing_and_lab_pages(site, browser):
     base, _ = site
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    lab = next(p for p in toc_pages() if p.startswith("notebooks/"))
-    for name, path in (("landing", "index.html"), ("lab", lab)):
-        page.goto(urljoin(base, path), wait_until="load")
+    pages = toc_pages()
+    lab = next(p for p in pages if p.startswith("notebooks/"))
+    for name, path in (("landing", pages[0]), ("lab", lab)):
+        page.goto(urljoin(base, path), wait_until="networkidle")
         shot = ARTEFACTS / f"{name}.png"
         page.screenshot(path=str(shot), full_page=False)
         assert shot.stat().st_size > 20_000, f"{shot} looks blank"
