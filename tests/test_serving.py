@@ -1,0 +1,118 @@
+"""labkit.serving without a model: start, health, metrics, stop, and every way a start can fail.
+(The serving lab runs the real vLLM server; tests/test_labs.py executes it.)"""
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+import psutil
+import pytest
+
+from labkit import serving
+
+# A stand-in server: answers /health after `delay` seconds and serves two gauges on /metrics.
+FAKE = """
+import http.server, sys, time
+port, delay = int(sys.argv[1]), float(sys.argv[2])
+started = time.time()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health" and time.time() - started >= delay:
+            body = b"ok"
+        elif self.path == "/metrics":
+            body = (b"# HELP vllm:num_requests_running x\\n"
+                    b'vllm:num_requests_running{model_name="chat"} 3.0\\n'
+                    b'vllm:num_requests_waiting{model_name="chat"} 1.0\\n'
+                    b'vllm:num_requests_waiting{model_name="other"} 2.0\\n')
+        else:
+            self.send_response(503); self.end_headers(); return
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args):
+        print("request", *args, flush=True)
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def fake_server(delay=0.0, timeout=30, script=FAKE, **kwargs):
+    port = serving.free_port()
+    return serving.ManagedServer("fake", [sys.executable, "-c", script, str(port), str(delay)], port,
+                                 startup_timeout=timeout, **kwargs)
+
+
+def gone(pid):
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_start_metrics_and_clean_stop():
+    server = fake_server(delay=1.0)
+    with server:
+        assert server.running and server.ready_after_s >= 1.0
+        pid = server.process.pid
+        metrics = server.metrics()
+        assert metrics["vllm:num_requests_running"] == 3.0
+        assert metrics["vllm:num_requests_waiting"] == 3.0, "label sets are summed"
+        assert server.openai_url.endswith("/v1")
+    assert not server.running and gone(pid)
+    assert "request" in server.log_tail(), "the server's log is kept"
+
+
+def test_metrics_sampler_collects_gauges():
+    with fake_server() as server, serving.MetricsSampler(server, ("vllm:num_requests_running",), 0.05) as sampler:
+        time.sleep(0.5)
+    assert len(sampler.samples) >= 3
+    assert all(s["vllm:num_requests_running"] == 3.0 for s in sampler.samples)
+
+
+def test_port_in_use_is_refused_before_starting():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = serving.ManagedServer("fake", [sys.executable, "-c", "import time; time.sleep(60)"], port)
+        with pytest.raises(serving.ServerError, match=f"port {port}.*already in use"):
+            server.start()
+        assert server.process is None
+
+
+def test_server_that_exits_reports_its_log():
+    crash = "import sys; print('CUDA out of memory, pretend'); sys.exit(3)"
+    server = fake_server(script=crash)
+    with pytest.raises(serving.ServerError) as error:
+        server.start()
+    assert "exited with code 3" in str(error.value) and "pretend" in str(error.value)
+
+
+def test_server_that_never_gets_healthy_is_stopped():
+    server = fake_server(delay=999, timeout=3)
+    with pytest.raises(serving.ServerError, match="not healthy after 3 s"):
+        server.start()
+    assert server.process is None and not serving._LIVE
+
+
+def test_interrupt_while_waiting_stops_the_server(monkeypatch):
+    server = fake_server(delay=999, timeout=60)
+    real_sleep, calls = time.sleep, []
+
+    def interrupting_sleep(seconds):
+        calls.append(seconds)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    monkeypatch.setattr(serving.time, "sleep", interrupting_sleep)
+    with pytest.raises(KeyboardInterrupt):
+        server.start()
+    assert server.process is None and not serving._LIVE
+
+
+def test_missing_vllm_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(serving.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(serving.ServerError, match="labkit prepare --serving"):
+        serving.vllm_python()
+
+
+def test_prometheus_parsing():
+    text = "# TYPE a gauge\na 1\na{x=\"1\"} 2.5\nb_total 4e2\nbad line\n"
+    assert serving.parse_prometheus(text) == {"a": 3.5, "b_total": 400.0}
