@@ -121,3 +121,12 @@ def test_screenshots_of_landing_and_lab_pages(site, browser):
         page.screenshot(path=str(shot), full_page=False)
         assert shot.stat().st_size > 20_000, f"{shot} looks blank"
     assert "Backend to AI Engineer" in page.title() or page.query_selector("main")
+
+
+def test_search_finds_pages(site, browser):
+    base, _ = site
+    page = browser.new_page()
+    page.goto(urljoin(base, "search.html?q=continuous+batching"), wait_until="networkidle")
+    page.wait_for_selector("#search-results ul.search li", timeout=20_000)
+    hits = page.eval_on_selector_all("#search-results ul.search li a", "els => els.map(a => a.href)")
+    assert any("glossary" in hit or "phase2" in hit for hit in hits), hits
