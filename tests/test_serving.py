@@ -116,3 +116,44 @@ def test_missing_vllm_says_how_to_install(monkeypatch, tmp_path):
 def test_prometheus_parsing():
     text = "# TYPE a gauge\na 1\na{x=\"1\"} 2.5\nb_total 4e2\nbad line\n"
     assert serving.parse_prometheus(text) == {"a": 3.5, "b_total": 400.0}
+
+
+def test_server_dies_with_a_killed_starter(tmp_path):
+    """A kernel killed mid-lab must not leave its server running."""
+    import os
+    import signal
+    import subprocess
+
+    starter = tmp_path / "starter.py"
+    starter.write_text(
+        "import sys, time\nfrom labkit import serving\n"
+        f"FAKE = {FAKE!r}\n"
+        "port = serving.free_port()\n"
+        "server = serving.ManagedServer('fake', [sys.executable, '-c', FAKE, str(port), '0'], port).start()\n"
+        "print(server.process.pid, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
+    guardian = int(proc.stdout.readline())
+    group = os.getpgid(guardian)
+    os.kill(proc.pid, signal.SIGKILL)  # no atexit, no cleanup: only the guardian can act
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(p) and _group(p) == group for p in psutil.process_iter()):
+        time.sleep(0.5)
+    leftovers = [p.pid for p in psutil.process_iter() if _alive(p) and _group(p) == group]
+    assert not leftovers, f"server processes left behind: {leftovers}"
+
+
+def _alive(process):
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _group(process):
+    import os
+
+    try:
+        return os.getpgid(process.pid)
+    except OSError:
+        return None

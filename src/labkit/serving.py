@@ -8,7 +8,8 @@
 
 Each server is a context manager: it waits on ``/health`` with a bound, keeps its log,
 and is stopped (its whole process group) when the block ends, when the cell is
-interrupted, or when the Python process that started it exits.
+interrupted, or when the Python process that started it exits or is killed (a small
+guardian process, ``labkit.guardian``, watches for that).
 """
 from __future__ import annotations
 
@@ -86,15 +87,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent():  # runs in the child before exec (Linux): SIGTERM when the kernel dies
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 _LIVE: set["ManagedServer"] = set()
 
 
@@ -141,9 +133,9 @@ class ManagedServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         started = time.monotonic()
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                        start_new_session=True,  # its own process group, stopped as one
-                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        guarded = [sys.executable, "-m", "labkit.guardian", str(os.getpid()), "--", *self.command]
+        self.process = subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                        start_new_session=True)  # its own process group, stopped as one
         log.close()
         _LIVE.add(self)
         try:
