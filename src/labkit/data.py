@@ -5,6 +5,7 @@ Nothing here is downloaded: the texts come from the Python standard library
 """
 from __future__ import annotations
 
+import hashlib
 import http
 import importlib
 import inspect
@@ -81,3 +82,59 @@ def stdlib_passages(n: int, seed: int = 0, min_chars: int = 40) -> list[str]:
     if n > len(paragraphs):
         raise ValueError(f"asked for {n} passages but the standard library gives {len(paragraphs)}")
     return random.Random(seed).sample(paragraphs, n)
+
+
+# Standard-library modules left out of ``stdlib_docstrings``: they open windows, print on
+# import, start programs, or exist only for the interpreter's own tests.
+_SKIP_MODULES = {
+    "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test", "lib2to3",
+    "ensurepip", "venv", "pydoc", "xxsubtype", "xxlimited", "xxlimited_35", "msilib", "winreg",
+    "winsound", "msvcrt", "nt", "_winapi", "sre_compile", "sre_parse", "sre_constants", "asynchat",
+    "asyncore", "smtpd", "imp", "distutils", "crypt", "nis", "spwd", "ossaudiodev", "readline",
+}
+
+
+def stdlib_docstrings(min_chars: int = 40) -> list[str]:
+    """Every distinct docstring paragraph of ``min_chars`` or more from the standard library.
+
+    Walks the top-level modules in ``sys.stdlib_module_names`` (minus a few that misbehave
+    on import) and their members; about 7,700 paragraphs, shuffled by a hash of their
+    text, so that a prefix is a fair sample and stays stable when a Python release adds some. A larger
+    real corpus than ``stdlib_passages`` (classes include their methods), for indexes of
+    tens of thousands of vectors.
+    """
+    import contextlib
+    import io
+    import sys
+    import warnings
+
+    paragraphs: list[str] = []
+    seen: set[str] = set()
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in _SKIP_MODULES:
+            continue
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                module = importlib.import_module(name)
+                members = inspect.getmembers(module)
+        except Exception:  # a module this platform lacks
+            continue
+        objects = [module]
+        for _, obj in members:
+            if inspect.ismodule(obj):  # a submodule is there only if something imported it
+                continue
+            objects.append(obj)
+            if inspect.isclass(obj) and getattr(obj, "__module__", None) == module.__name__:
+                objects.extend(member for _, member in inspect.getmembers(obj))  # its methods
+        for obj in objects:
+            try:
+                doc = inspect.getdoc(obj) or ""
+            except Exception:
+                continue
+            for para in doc.split("\n\n"):
+                para = " ".join(para.split())
+                if len(para) >= min_chars and para not in seen:
+                    seen.add(para)
+                    paragraphs.append(para)
+    return sorted(paragraphs, key=lambda p: hashlib.sha1(p.encode()).hexdigest())

@@ -94,3 +94,52 @@ def plan_timeline(path=None):
             fig.savefig(path, format="svg", metadata={"Date": None})
         plt.close(fig)
     return fig
+
+
+def side_by_side(x, left: dict, right: dict, xlabel: str, left_ylabel: str, right_ylabel: str,
+                 title: str, logx: bool = False, right_logy: bool = False, path=None):
+    """Two line charts that share an x axis, e.g. recall on the left and latency on the right."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for ax, series, ylabel in ((axes[0], left, left_ylabel), (axes[1], right, right_ylabel)):
+        for label, y in series.items():
+            ax.plot(list(x), list(y), marker="o", label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if right_logy:
+        axes[1].set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+def grouped_bars(groups, series: dict, ylabel: str, title: str, ylim=None, path=None):
+    """Bars for each group (e.g. a retrieval configuration), one colour per series (e.g. a metric)."""
+    import numpy as np
+
+    groups = list(groups)
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(groups) + 2), 3.8), dpi=110)
+    for i, (label, values) in enumerate(series.items()):
+        positions = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
+        bars = ax.bar(positions, list(values), width, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3, axis="y")
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig

@@ -1,0 +1,168 @@
+"""A real documentation corpus, available offline, and the pieces an eval set needs.
+
+The corpus is the Python language reference as the interpreter itself ships it for
+``help()``: ``pydoc_data.topics`` holds 79 topics (``for``, ``try``, ``typesmapping``...),
+about 465k characters. Nobody on the course wrote it, and nothing is downloaded.
+
+An eval question names its gold passage by a short *evidence* string, a phrase copied
+from the documentation, rather than by a passage number: passage numbers move when the
+chunking or the Python version changes, the phrase does not. ``gold_ids`` turns the
+phrase into the ids of the passages that contain it and says clearly when none does.
+"""
+from __future__ import annotations
+
+import re
+
+# Topics every quick-mode run keeps: the ones the course's questions are about, plus
+# neighbours on similar subjects so that retrieval still has to choose.
+QUICK_TOPICS = (
+    "assert", "assignment", "augassign", "break", "calls", "class", "comparisons",
+    "context-managers", "continue", "del", "dict", "exceptions", "for", "formatstrings",
+    "function", "global", "if", "import", "lambda", "nonlocal", "pass", "raise", "return",
+    "slicings", "string-methods", "truth", "try", "typesmapping", "typesseq",
+    "typesseq-mutable", "while", "with", "yield",
+)
+
+
+def python_doc_topics(names=None) -> dict[str, str]:
+    """``{topic name: text}`` from ``pydoc_data.topics``, sorted by name.
+
+    ``names`` keeps only those topics (a ``ValueError`` names any that do not exist).
+    """
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as error:  # some trimmed Python builds leave pydoc_data out
+        raise RuntimeError("This Python has no pydoc_data module (a trimmed build). "
+                           "Fix: use a full CPython, such as the course's .venv or Colab.") from error
+    if names is not None:
+        names = list(names)
+        missing = sorted(set(names) - set(topics))
+        if missing:
+            raise ValueError(f"unknown pydoc topics: {missing}; see sorted(pydoc_data.topics.topics)")
+        return {name: topics[name] for name in sorted(set(names))}
+    return dict(sorted(topics.items()))
+
+
+def normalise(text: str) -> str:
+    """Whitespace collapsed to single spaces, ends stripped: how passages and evidence compare."""
+    return " ".join(text.split())
+
+
+def paragraphs(text: str) -> list[str]:
+    """The blank-line separated paragraphs of ``text``, whitespace normalised, empties dropped."""
+    return [normalise(p) for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def python_doc_passages(min_chars: int = 80, topics=None) -> list[dict]:
+    """The topics cut into passages: one paragraph each, a short one merged into the next.
+
+    Returns ``[{"id": "for/3", "topic": "for", "text": ...}, ...]`` in topic order. A
+    paragraph under ``min_chars`` characters (a heading, a one-line grammar rule) is joined
+    to the paragraph after it, so that no passage is a bare heading.
+    """
+    passages = []
+    for name, text in python_doc_topics(topics).items():
+        pending = ""
+        count = 0
+        for para in paragraphs(text):
+            pending = f"{pending} {para}".strip()
+            if len(pending) >= min_chars:
+                passages.append({"id": f"{name}/{count}", "topic": name, "text": pending})
+                count += 1
+                pending = ""
+        if pending:  # a short tail joins the topic's last passage
+            if count:
+                passages[-1]["text"] += " " + pending
+            else:
+                passages.append({"id": f"{name}/0", "topic": name, "text": pending})
+    if not passages:
+        raise ValueError("the corpus is empty: no passages were found in the chosen topics")
+    return passages
+
+
+def gold_ids(passages, evidence: str) -> list[str]:
+    """Ids of the passages whose text contains ``evidence`` (whitespace-insensitive).
+
+    Raises ``ValueError`` when none does: a question without a gold passage cannot be scored.
+    """
+    if not passages:
+        raise ValueError("the corpus is empty: there is nothing to find gold passages in")
+    needle = normalise(evidence)
+    if not needle:
+        raise ValueError("empty evidence: a question needs a phrase from its gold passage")
+    found = [p["id"] for p in passages if needle in normalise(p["text"])]
+    if not found:
+        raise ValueError(f"no passage contains the evidence {needle[:80]!r}: this question has no gold "
+                         "passage in the corpus (a typo, another Python version, or a topic left out)")
+    return found
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens for lexical search: ``re.findall(r"\\w+")`` on the text."""
+    return re.findall(r"\w+", text.lower())
+
+
+# English function words, left out when comparing the content of two texts.
+STOPWORDS = frozenset("""
+a about above after again against all also an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers him his how i if in into is it its itself just me more
+most my no nor not now of off on once only or other our out over own same she should so some
+such than that the their theirs them then there these they this those through to too under
+until up very was we were what when where which while who whom why will with would you your
+""".split())
+
+
+# Questions written for the course, each with a phrase from its gold passage. They are the
+# hand-written part of the development set of the RAG lab, and the chunking eval of the
+# vector-search lab. The held-out questions live in the RAG lab, not here.
+DEV_QUESTIONS: list[dict] = [
+    {"question": "What happens to an assert statement when Python runs with optimization turned on?",
+     "evidence": "when optimization is requested at compile time"},
+    {"question": "Does a finally clause run when the try block returns?",
+     "evidence": "the \"finally\" clause is also executed"},
+    {"question": "How do I loop over a list and also get the index of each item?",
+     "evidence": "enumerate"},
+    {"question": "Which methods must an object define to be used in a with statement?",
+     "evidence": "\"__enter__()\" method is invoked"},
+    {"question": "What does the else clause of a for loop do?",
+     "evidence": "the suite in the \"else\" clause, if present, is executed, and the loop terminates"},
+    {"question": "How can a function change a variable defined at module level?",
+     "evidence": "It would be impossible to assign to a global variable without \"global\""},
+    {"question": "What is the difference between nonlocal and global?",
+     "evidence": "previously bound variables in the nearest enclosing scope excluding globals"},
+    {"question": "Which values count as false in an if statement?",
+     "evidence": "zero of any numeric type"},
+    {"question": "Why should I not use a mutable list as a default argument value?",
+     "evidence": "Default parameter values are evaluated from left to right when the function definition is executed"},
+    {"question": "How do I re-raise an exception with a different exception as its cause?",
+     "evidence": "The \"from\" clause is used for exception chaining"},
+    {"question": "What does dict.get return when the key is missing?",
+     "evidence": "so that this method never raises a \"KeyError\""},
+    {"question": "How do I remove whitespace from both ends of a string?",
+     "evidence": "Return a copy of the string with the leading and trailing characters removed"},
+    {"question": "How do I format a number with a thousands separator in an f-string?",
+     "evidence": "option signals the use of a comma for a thousands separator"},
+    {"question": "Can a lambda expression contain statements?",
+     "evidence": "functions created with lambda expressions cannot contain statements or annotations"},
+    {"question": "What does a slice with a negative step do?",
+     "evidence": "If *i* or *j* are omitted or \"None\", they become"},
+    {"question": "How do I sort a list in place in descending order?",
+     "evidence": "*reverse* is a boolean value"},
+    {"question": "When is the else clause of a try statement executed?",
+     "evidence": "The optional \"else\" clause is executed if the control flow leaves the \"try\" suite"},
+    {"question": "How does Python compare two tuples?",
+     "evidence": "Sequences compare lexicographically using comparison of corresponding elements"},
+    {"question": "What does the yield expression do inside a function?",
+     "evidence": "Using yield in a function definition is sufficient to cause that definition to create a generator"},
+    {"question": "What does the pass statement do?",
+     "evidence": "\"pass\" is a null operation"},
+    {"question": "What does the del statement do to a name?",
+     "evidence": "Deletion of a name removes the binding of that name"},
+    {"question": "How does import find a module the first time it is imported?",
+     "evidence": "find a module, loading and initializing it if necessary"},
+    {"question": "How can I merge two dictionaries into a new one?",
+     "evidence": "Create a new dictionary with the merged keys and values"},
+    {"question": "Is the order of keys in a dictionary preserved?",
+     "evidence": "Dictionaries preserve insertion order"},
+]
