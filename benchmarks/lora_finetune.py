@@ -1,0 +1,71 @@
+"""Benchmark of lab 5 (LoRA fine-tuning): run the lab and print what it measured.
+
+    .venv/bin/python benchmarks/lora_finetune.py            # quick mode, then student mode
+    .venv/bin/python benchmarks/lora_finetune.py --quick    # quick mode only (the CI form)
+    .venv/bin/python benchmarks/lora_finetune.py --student  # student mode only
+
+The lab's reference notebook (autograder/source/phase2/05_lora_finetune.ipynb) is executed
+top to bottom in a fresh kernel, exactly as CI and a learner run it; the notebook writes its
+numbers to 05_lora_finetune.json, which this script reads and prints beside the run's wall
+time and peak memory (kernel included). Nothing is written into the repository.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "autograder" / "source" / "phase2" / "05_lora_finetune.ipynb"
+
+
+def run(mode: str, out: Path, timeout: int) -> dict:
+    from labkit.labrun import run_notebook
+
+    results = out / mode / "results"
+    lab = run_notebook(LAB, out / mode / LAB.name, timeout=timeout, quick=(mode == "quick"),
+                       extra_env={"LABKIT_RESULTS": str(results)})
+    numbers = json.loads((results / "05_lora_finetune.json").read_text())
+    return {"mode": mode, "lab_wall_s": lab.wall_s, "lab_peak_mib": lab.peak_mb, **numbers}
+
+
+def show(r: dict) -> None:
+    def ci(t):
+        return f"{t[0]:6.1%} [{t[1]:6.1%}, {t[2]:6.1%}]"
+
+    print(f"\n== {r['mode']} mode, {r['hardware']}, {r['model']}")
+    print(f"  whole lab:            {r['lab_wall_s']:7.1f} s wall, peak memory {r['lab_peak_mib']:6.0f} MiB")
+    print(f"  chosen on dev:        {r['chosen_on_dev']}")
+    print(f"  held-out exact match  before {ci(r['exact_before'])}  after {ci(r['exact_after'])}  "
+          f"(n={r['heldout_n']}, 95% bootstrap CIs)")
+    print(f"  paired gain           {r['gain'][0]:+6.1%} [{r['gain'][1]:+6.1%}, {r['gain'][2]:+6.1%}]")
+    print(f"  training (chosen run) {r['train_steps']} steps, {r['train_wall_s']:.1f} s, "
+          f"{r['train_tokens_per_s']:.0f} tokens/s, peak memory {r['peak_memory_mib']} MiB")
+    print(f"  adapter on disk       {r['adapter_mib']:.2f} MiB")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--quick", action="store_true", help="quick mode only")
+    only.add_argument("--student", action="store_true", help="student mode only")
+    parser.add_argument("--timeout", type=int, default=3000, help="seconds allowed per cell")
+    parser.add_argument("--json", help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+    modes = ["quick"] if args.quick else ["student"] if args.student else ["quick", "student"]
+    found = []
+    with tempfile.TemporaryDirectory(prefix="bench-lora-") as tmp:
+        for mode in modes:
+            print(f"running the lab in {mode} mode ...", flush=True)
+            found.append(run(mode, Path(tmp), args.timeout))
+            show(found[-1])
+    print("\nTimes on a shared machine are upper bounds; compare runs made on the same machine.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(found, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
