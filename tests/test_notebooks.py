@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from conftest import PHASES, RELEASE, ROOT, SOURCE, SOURCE_LABS
+from conftest import PHASES, RELEASE, ROOT, SOURCE_LABS
 
 ALL_NOTEBOOKS = SOURCE_LABS + sorted(RELEASE.glob("phase*/*.ipynb"))
 SKELETON = ["Overview", "Prerequisites", "Time to learn", "Setup", "Summary", "What's next"]

@@ -207,8 +207,8 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
                "--max-model-len", str(max_model_len)]
     if max_num_seqs:
         command += ["--max-num-seqs", str(max_num_seqs)]
-    if has_gpu():
-        command += ["--dtype", "half"] if "T4" in _gpu_name() else []
+    if has_gpu() and "T4" in _gpu_name():
+        command += ["--dtype", "half"]  # the T4 has no bfloat16
     command += list(extra_args)
     env = {"VLLM_CACHE_ROOT": str(cache_dir() / "vllm-cache"), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     if not has_gpu():
