@@ -155,16 +155,19 @@ def test_tampering_gains_nothing(graded, lab):
 
 
 def hidden_lines(source_notebook: Path) -> list[str]:
-    """The distinctive lines of a source notebook's hidden tests."""
-    lines, hidden = [], False
+    """The distinctive lines of a source notebook's hidden tests: the markers, and the long
+    lines that appear nowhere else in the notebook (a line also shown to learners is no leak)."""
+    markers, hidden_only, shown, hidden = [], [], set(), False
     for cell in json.loads(source_notebook.read_text())["cells"]:
         for line in "".join(cell["source"]).splitlines():
             if "BEGIN HIDDEN TESTS" in line or "END HIDDEN TESTS" in line:
                 hidden = "BEGIN" in line
-                lines.append(line.strip())
+                markers.append(line.strip())
             elif hidden and len(line.strip()) > 25:
-                lines.append(line.strip())
-    return lines
+                hidden_only.append(line.strip())
+            else:
+                shown.add(line.strip())
+    return markers + [line for line in hidden_only if line not in shown]
 
 
 def test_feedback_hides_hidden_tests_and_export_has_every_grade(collected, graded):
