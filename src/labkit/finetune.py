@@ -433,6 +433,15 @@ def check_adapter(folder, base_model) -> dict:
     if not config_file.is_file():
         raise AdapterError(f"{folder} holds no adapter_config.json: not an adapter, or a save that did not finish")
     config = json.loads(config_file.read_text())
+    # The wrong base model is the more useful diagnosis, so it is checked before damage.
+    want = _base_identity(_unwrap(base_model))
+    named = str(config.get("base_model_name_or_path") or "")
+    if named and want["base_model"] and Path(named).name != Path(want["base_model"]).name:
+        raise AdapterError(
+            f"the adapter in {folder} was trained on {named!r} (adapter_config.json's "
+            f"base_model_name_or_path), but the model it is being loaded onto is {want['base_model']!r}. "
+            "Load the base model it was trained on, or train a new adapter for this one."
+        )
     stamp_file = folder / STAMP
     if stamp_file.is_file():
         stamp = json.loads(stamp_file.read_text())
@@ -442,14 +451,6 @@ def check_adapter(folder, base_model) -> dict:
                 raise AdapterError(f"the adapter in {folder} is damaged: {name} is missing or has the wrong size")
     else:
         stamp = {}
-    want = _base_identity(_unwrap(base_model))
-    named = str(config.get("base_model_name_or_path") or "")
-    if named and want["base_model"] and Path(named).name != Path(want["base_model"]).name:
-        raise AdapterError(
-            f"the adapter in {folder} was trained on {named!r} (adapter_config.json's "
-            f"base_model_name_or_path), but the model it is being loaded onto is {want['base_model']!r}. "
-            "Load the base model it was trained on, or train a new adapter for this one."
-        )
     for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
         if key in stamp and stamp[key] != want[key]:
             raise AdapterError(f"the adapter in {folder} fits a base model with {key}={stamp[key]}, "
