@@ -287,9 +287,10 @@ def vllm_bench(server: ManagedServer, num_prompts: int, max_concurrency: int, in
                output_len: int = 64, timeout: float = 600) -> dict:
     """Run vLLM's own benchmark client (``vllm bench serve``) against ``server``; returns its JSON result.
 
-    Random prompts of ``input_len`` tokens, so nothing is downloaded; exactly ``output_len``
-    output tokens each where the server accepts ``ignore_eos`` (vLLM does), at most that
-    elsewhere. Works against any OpenAI-compatible server.
+    Random prompts of ``input_len`` tokens, so nothing is downloaded, and exactly
+    ``output_len`` output tokens each (``--ignore-eos``). Meant for vLLM: servers that reject
+    the extra fields its client sends, such as ``transformers serve``, answer every request
+    with an error.
     """
     from .models import chat_model_path
 
@@ -301,7 +302,7 @@ def vllm_bench(server: ManagedServer, num_prompts: int, max_concurrency: int, in
     command = [vllm_python(), "-c", script, "--backend", "openai", "--base-url", server.base_url,
                "--endpoint", "/v1/completions", "--model", server.served_model, "--tokenizer", chat_model_path(),
                "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
-               *(["--ignore-eos"] if server.extra_body.get("ignore_eos") else []), "--num-prompts", str(num_prompts), "--max-concurrency", str(max_concurrency),
+               "--ignore-eos", "--num-prompts", str(num_prompts), "--max-concurrency", str(max_concurrency),
                "--request-rate", "inf", "--save-result", "--result-dir", str(out_dir), "--result-filename", "result.json",
                "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,95,99"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CACHE_ROOT=str(cache_dir() / "vllm-cache"))
