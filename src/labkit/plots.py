@@ -7,6 +7,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 
+def _save(fig, path) -> None:
+    """Save ``fig`` as PNG at ``path`` (its folder created), when a path is given."""
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+
+
 def line_chart(x, series: dict, xlabel: str, ylabel: str, title: str, logx: bool = False, path=None):
     """One line per entry of ``series`` (label -> y values) against ``x``; returns the figure.
 
@@ -25,9 +32,7 @@ def line_chart(x, series: dict, xlabel: str, ylabel: str, title: str, logx: bool
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+    _save(fig, path)
     return fig
 
 
@@ -43,9 +48,7 @@ def heatmap(matrix, row_labels, col_labels, title: str, path=None):
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+    _save(fig, path)
     return fig
 
 
@@ -113,9 +116,7 @@ def side_by_side(x, left: dict, right: dict, xlabel: str, left_ylabel: str, righ
         axes[1].set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+    _save(fig, path)
     return fig
 
 
@@ -139,7 +140,5 @@ def grouped_bars(groups, series: dict, ylabel: str, title: str, ylim=None, path=
     if len(series) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+    _save(fig, path)
     return fig
