@@ -44,6 +44,14 @@ def show(r: dict) -> None:
     print(f"  training (chosen run) {r['train_steps']} steps, {r['train_wall_s']:.1f} s, "
           f"{r['train_tokens_per_s']:.0f} tokens/s, peak memory {r['peak_memory_mib']} MiB")
     print(f"  adapter on disk       {r['adapter_mib']:.2f} MiB")
+    served = r.get("served_by_vllm")
+    if served:
+        print(f"  served by vLLM        first {served['requests']} held-out requests, 8 in flight: adapter exact "
+              f"{served['toolcalls']['exact']:.0%} (in-process {served['in_process_exact']:.0%}), "
+              f"{served['toolcalls']['tokens_per_s']:.0f} tok/s; base model from the same server "
+              f"{served['chat']['tokens_per_s']:.0f} tok/s; identical replies {served['identical_replies']:.0%}")
+    else:
+        print("  served by vLLM        skipped: the lab could not start vLLM (see its Step 9 output)")
 
 
 def main(argv=None) -> int:

@@ -204,9 +204,3 @@ def test_loss_plot_is_saved(tmp_path):
     path = tmp_path / "loss.png"
     finetune.plot_losses({"a": [(1, 2.0), (2, 1.5)], "b": [(1, 2.1), (3, 1.0)]}, path=path)
     assert path.stat().st_size > 1000
-
-
-def test_vllm_command_names_the_adapter():
-    command = finetune.vllm_lora_command("/models/base", "/adapters/tool", name="tools", rank=16)
-    assert "--enable-lora" in command and "--lora-modules tools=/adapters/tool" in command
-    assert "--max-lora-rank 16" in command and "--model /models/base" in command

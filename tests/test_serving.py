@@ -113,6 +113,30 @@ def test_missing_vllm_says_how_to_install(monkeypatch, tmp_path):
         serving.vllm_python()
 
 
+def test_lora_adapters_are_named_on_the_command_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(serving, "vllm_python", lambda: "python")
+    adapter = tmp_path / "tool calls"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    server = serving.vllm_server(model="/models/base", lora_adapters={"toolcalls": adapter}, max_lora_rank=4)
+    command = server.command
+    assert command[command.index("--lora-modules") + 1] == f"toolcalls={adapter}"
+    assert command[command.index("--max-lora-rank") + 1] == "8", "rounded up to a rank vLLM accepts"
+    assert "--enable-lora" in command and not server.running
+
+
+def test_lora_adapter_folder_without_adapter_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr(serving, "vllm_python", lambda: "python")
+    with pytest.raises(serving.ServerError, match="no adapter_config.json"):
+        serving.vllm_server(lora_adapters={"toolcalls": tmp_path}, model="/models/base")
+
+
+def test_lora_rank_slots():
+    assert [serving.lora_rank_slot(r) for r in (1, 2, 8, 9, 300)] == [1, 8, 8, 16, 320]
+    with pytest.raises(serving.ServerError, match="largest"):
+        serving.lora_rank_slot(1024)
+
+
 def test_prometheus_parsing():
     text = "# TYPE a gauge\na 1\na{x=\"1\"} 2.5\nb_total 4e2\nbad line\n"
     assert serving.parse_prometheus(text) == {"a": 3.5, "b_total": 400.0}

@@ -464,10 +464,3 @@ def load_adapter(base_model, folder, is_trainable: bool = False):
 
     check_adapter(folder, base_model)
     return PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)
-
-
-def vllm_lora_command(base_path: str, adapter_dir, name: str = "toolcalls", port: int = 8000, rank: int = 8) -> str:
-    """The command that serves ``base_path`` with the adapter as a LoRA module on vLLM's OpenAI API."""
-    return (f"python -m vllm.entrypoints.openai.api_server --model {base_path} "
-            f"--enable-lora --lora-modules {name}={adapter_dir} --max-lora-rank {max(rank, 8)} "
-            f"--host 127.0.0.1 --port {port} --max-model-len 2048")

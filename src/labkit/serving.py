@@ -195,10 +195,29 @@ class ManagedServer:
             return parse_prometheus(response.read().decode())
 
 
+# The values vLLM accepts for --max-lora-rank; a smaller adapter fits a larger slot.
+LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` value vLLM accepts that holds an adapter of ``rank``."""
+    for slot in LORA_RANK_SLOTS:
+        if rank <= slot:
+            return slot
+    raise ServerError(f"LoRA rank {rank} is above vLLM's largest --max-lora-rank ({LORA_RANK_SLOTS[-1]})")
+
+
 def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs: int | None = None,
                 max_model_len: int = 2048, kv_cache_gib: int = 1, served_name: str = "chat",
+                lora_adapters: dict | None = None, max_lora_rank: int = 8, gpu_memory_fraction: float | None = None,
                 extra_args: tuple[str, ...] = (), startup_timeout: float = 600, log_path=None) -> ManagedServer:
-    """A vLLM server for ``model`` (default: the course's chat model) under the name ``served_name``."""
+    """A vLLM server for ``model`` (default: the course's chat model) under the name ``served_name``.
+
+    ``lora_adapters`` maps a model name to a peft adapter folder: each is served beside the
+    base model, and a request picks one by sending its name as ``model``.
+    ``gpu_memory_fraction`` caps vLLM's share of the GPU (its default takes 90%), for a
+    kernel that keeps models of its own on the same GPU; without a GPU it is ignored.
+    """
     from .models import chat_model_path
 
     model = model or chat_model_path()
@@ -207,6 +226,15 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
                "--max-model-len", str(max_model_len)]
     if max_num_seqs:
         command += ["--max-num-seqs", str(max_num_seqs)]
+    if lora_adapters:
+        for name, folder in lora_adapters.items():
+            if not (Path(folder) / "adapter_config.json").is_file():
+                raise ServerError(f"LoRA adapter {name!r}: {folder} holds no adapter_config.json. "
+                                  "Fix: pass the folder that save_adapter wrote.")
+        command += ["--enable-lora", "--max-lora-rank", str(lora_rank_slot(max_lora_rank)),
+                    "--max-loras", str(len(lora_adapters)), "--lora-modules", *(f"{name}={Path(folder).resolve()}" for name, folder in lora_adapters.items())]
+    if has_gpu() and gpu_memory_fraction:
+        command += ["--gpu-memory-utilization", str(gpu_memory_fraction)]
     if has_gpu() and "T4" in _gpu_name():
         command += ["--dtype", "half"]  # the T4 has no bfloat16
     command += list(extra_args)
