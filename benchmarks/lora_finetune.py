@@ -37,7 +37,8 @@ def show(r: dict) -> None:
 
     print(f"\n== {r['mode']} mode, {r['hardware']}, {r['model']}")
     print(f"  whole lab:            {r['lab_wall_s']:7.1f} s wall, peak memory {r['lab_peak_mib']:6.0f} MiB")
-    print(f"  chosen on dev:        {r['chosen_on_dev']}")
+    dev = ", ".join(f"{name} {exact:.0%}" for name, exact in r["dev_exact"].items())
+    print(f"  dev exact match       {dev} (n={r['dev_n']}); chosen: {r['chosen_on_dev']}")
     print(f"  held-out exact match  before {ci(r['exact_before'])}  after {ci(r['exact_after'])}  "
           f"(n={r['heldout_n']}, 95% bootstrap CIs)")
     print(f"  paired gain           {r['gain'][0]:+6.1%} [{r['gain'][1]:+6.1%}, {r['gain'][2]:+6.1%}]")
