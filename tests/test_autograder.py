@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LAB_TIMINGS, SOURCE_LABS, nbgrader, venv_env
+from labkit import grading
 from labkit.bench import watch_memory
 
 # Stands in for every answer: equal to anything, greater and smaller than anything.
@@ -193,3 +194,9 @@ def test_feedback_hides_hidden_tests_and_export_has_every_grade(collected, grade
     for lab in SOURCE_LABS:
         assert totals[student_id("reference", lab)] > 0
         assert totals[student_id("untouched", lab)] == 0 and totals[student_id("tamperer", lab)] == 0
+    # Every handed-in lab, the tampered ones included, was really graded: no zero hides a crash.
+    handed_in = {(row.student_id, row.notebook): row for row in grading.grade_report(autograder)
+                 if row.status != "not submitted"}
+    assert {(student_id(learner, lab), lab.stem) for lab in SOURCE_LABS for learner in LEARNERS} == set(handed_in)
+    assert {row.status for row in handed_in.values()} == {"graded"}, \
+        [f"{key}: {row.status} {row.detail}" for key, row in handed_in.items() if row.status != "graded"]

@@ -1,4 +1,4 @@
-"""Command line: ``labkit prepare``, ``models``, ``run``, ``plan`` and ``progress``."""
+"""Command line: ``labkit prepare``, ``models``, ``run``, ``plan``, ``progress`` and ``grades``."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,23 @@ def _progress(args) -> int:
     return progress.report(args.notebooks, args.lab, timeout=args.timeout, bar=True if args.bar else None)
 
 
+def _grades(args) -> int:
+    from . import grading
+
+    rows = grading.grade_report(args.course)
+    out = grading.write_report(rows, Path(args.course) / args.out)
+    for row in rows:
+        score = "-" if row.score is None else f"{row.score:g}"
+        print(f"{row.assignment:<8} {row.student_id:<16} {row.notebook:<24} {score:>6} / {row.max_score:<5g} "
+              f"{row.status}{': ' + row.detail if row.detail else ''}")
+    stuck = [row for row in rows if row.status in grading.NEEDS_ACTION]
+    print(f"\nwrote {out}: {len(rows)} notebooks, {len(stuck)} without a grade")
+    if stuck:
+        print(f"{len(stuck)} handed-in notebooks have no grade (not a zero): fix them and autograde again "
+              "before you publish grades.", file=sys.stderr)
+    return 1 if stuck else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description="Tools for the course Backend to AI Engineer in 90 days")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +115,11 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     p.add_argument("--bar", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.set_defaults(func=_progress)
+
+    p = sub.add_parser("grades", help="after nbgrader autograde: every notebook's score and whether it was really graded")
+    p.add_argument("--course", default=".", metavar="DIR", help="the nbgrader course folder (default: this folder)")
+    p.add_argument("--out", default="grades-checked.csv", metavar="FILE", help="CSV written inside the course folder")
+    p.set_defaults(func=_grades)
 
     args = parser.parse_args(argv)
     try:
