@@ -232,7 +232,8 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
                 raise ServerError(f"LoRA adapter {name!r}: {folder} holds no adapter_config.json. "
                                   "Fix: pass the folder that save_adapter wrote.")
         command += ["--enable-lora", "--max-lora-rank", str(lora_rank_slot(max_lora_rank)),
-                    "--max-loras", str(len(lora_adapters)), "--lora-modules", *(f"{name}={Path(folder).resolve()}" for name, folder in lora_adapters.items())]
+                    "--max-loras", str(len(lora_adapters)), "--lora-modules",
+                    *(f"{name}={Path(folder).resolve()}" for name, folder in lora_adapters.items())]
     if has_gpu() and gpu_memory_fraction:
         command += ["--gpu-memory-utilization", str(gpu_memory_fraction)]
     if has_gpu() and "T4" in _gpu_name():
