@@ -32,13 +32,22 @@ def reference_functions(lab: str, grade_ids, namespace: dict | None = None) -> d
     return namespace
 
 
+def _assigned_literal(source: str, name: str):
+    """The literal value assigned to ``name`` in the Python ``source``; ``KeyError`` if none is."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise KeyError(name)
+
+
 def literal_from_cell(lab: str, grade_id: str, name: str):
     """The literal value assigned to ``name`` in the cell ``grade_id`` (hidden tests included)."""
     for cell in _cells(lab):
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
-            for node in ast.walk(ast.parse("".join(cell["source"]))):
-                if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                    return ast.literal_eval(node.value)
+            try:
+                return _assigned_literal("".join(cell["source"]), name)
+            except KeyError:
+                pass
     raise SystemExit(f"{name} not found in cell {grade_id} of {lab}")
 
 
@@ -48,10 +57,7 @@ def literal_from_code(lab: str, name: str):
         if cell["cell_type"] != "code":
             continue
         try:
-            tree = ast.parse("".join(cell["source"]))
-        except SyntaxError:
+            return _assigned_literal("".join(cell["source"]), name)
+        except (SyntaxError, KeyError):
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return ast.literal_eval(node.value)
     raise SystemExit(f"{name} not found in {lab}")

@@ -33,13 +33,9 @@ def main() -> None:
     from labkit import corpus, data, describe_hardware, models, vectordb
 
     ref = reference_functions("02_vector_search.ipynb", {"pgvector_top_k", "ann_recall"})
-    pool, seen = [], set()
     paragraphs = [p for t in corpus.python_doc_topics().values() for p in corpus.paragraphs(t)]
     passages = [p["text"] for p in corpus.python_doc_passages()]
-    for text in paragraphs + data.stdlib_docstrings() + passages:
-        if text not in seen:
-            seen.add(text)
-            pool.append(text)
+    pool = list(dict.fromkeys(paragraphs + data.stdlib_docstrings() + passages))  # distinct, first place kept
     if len(pool) < args.chunks + args.queries:
         raise SystemExit(f"only {len(pool)} texts available for {args.chunks} chunks and {args.queries} queries")
     embedder = models.load_embedding_model()

@@ -66,19 +66,29 @@ _DOC_MODULES = [
 ]
 
 
+def _collect_paragraphs(objects, min_chars: int, found: dict) -> None:
+    """Add each docstring paragraph of ``objects`` with ``min_chars`` or more to ``found``.
+
+    ``found`` is used as an ordered set: a paragraph seen before keeps its first place.
+    """
+    for obj in objects:
+        try:
+            doc = inspect.getdoc(obj) or ""
+        except Exception:  # an object whose __doc__ lookup fails
+            continue
+        for para in doc.split("\n\n"):
+            para = " ".join(para.split())
+            if len(para) >= min_chars:
+                found.setdefault(para)
+
+
 def stdlib_passages(n: int, seed: int = 0, min_chars: int = 40) -> list[str]:
     """``n`` paragraphs from standard-library docstrings, sampled reproducibly."""
-    paragraphs: list[str] = []
-    seen: set[str] = set()
+    found: dict[str, None] = {}
     for name in _DOC_MODULES:
         module = importlib.import_module(name)
-        for _, obj in [(name, module)] + inspect.getmembers(module):
-            doc = inspect.getdoc(obj) or ""
-            for para in doc.split("\n\n"):
-                para = " ".join(para.split())
-                if len(para) >= min_chars and para not in seen:
-                    seen.add(para)
-                    paragraphs.append(para)
+        _collect_paragraphs([module] + [obj for _, obj in inspect.getmembers(module)], min_chars, found)
+    paragraphs = list(found)
     if n > len(paragraphs):
         raise ValueError(f"asked for {n} passages but the standard library gives {len(paragraphs)}")
     return random.Random(seed).sample(paragraphs, n)
@@ -108,8 +118,7 @@ def stdlib_docstrings(min_chars: int = 40) -> list[str]:
     import sys
     import warnings
 
-    paragraphs: list[str] = []
-    seen: set[str] = set()
+    found: dict[str, None] = {}
     for name in sorted(sys.stdlib_module_names):
         if name.startswith("_") or name in _SKIP_MODULES:
             continue
@@ -127,14 +136,5 @@ def stdlib_docstrings(min_chars: int = 40) -> list[str]:
             objects.append(obj)
             if inspect.isclass(obj) and getattr(obj, "__module__", None) == module.__name__:
                 objects.extend(member for _, member in inspect.getmembers(obj))  # its methods
-        for obj in objects:
-            try:
-                doc = inspect.getdoc(obj) or ""
-            except Exception:
-                continue
-            for para in doc.split("\n\n"):
-                para = " ".join(para.split())
-                if len(para) >= min_chars and para not in seen:
-                    seen.add(para)
-                    paragraphs.append(para)
-    return sorted(paragraphs, key=lambda p: hashlib.sha1(p.encode()).hexdigest())
+        _collect_paragraphs(objects, min_chars, found)
+    return sorted(found, key=lambda p: hashlib.sha1(p.encode()).hexdigest())

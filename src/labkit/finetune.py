@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 import random
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 

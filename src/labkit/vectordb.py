@@ -250,15 +250,20 @@ def postgres(url: str | None = None, timeout: int = 10):
         shutil.rmtree(parent, ignore_errors=True)
 
 
-def pg_load(db: Postgres, table: str, vectors, texts=None, batch: int = 5000) -> int:
+def _check_table(table: str) -> None:
+    """Table names go into SQL text, so only plain identifiers are allowed."""
+    if not table.isidentifier():
+        raise ValueError(f"table name {table!r} must be a plain identifier")
+
+
+def pg_load(db: Postgres, table: str, vectors, texts=None) -> int:
     """(Re)create ``table (id int, text, embedding vector(d))`` and COPY the rows in; ids 0..n-1."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) == 0:
         raise ValueError("pg_load needs a non-empty 2-D array of vectors")
     if texts is not None and len(texts) != len(vectors):
         raise ValueError(f"{len(texts)} texts for {len(vectors)} vectors")
-    if not table.isidentifier():
-        raise ValueError(f"table name {table!r} must be a plain identifier")
+    _check_table(table)
     conn = db.conn
     conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, text text, embedding vector({vectors.shape[1]}))")
@@ -271,8 +276,7 @@ def pg_load(db: Postgres, table: str, vectors, texts=None, batch: int = 5000) ->
 
 def pg_hnsw_index(db: Postgres, table: str, m: int = 16, ef_construction: int = 64) -> None:
     """An HNSW index on ``table.embedding`` for cosine distance (pgvector's ``<=>``)."""
-    if not table.isidentifier():
-        raise ValueError(f"table name {table!r} must be a plain identifier")
+    _check_table(table)
     db.conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
     db.conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops) "
                     f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
@@ -280,6 +284,5 @@ def pg_hnsw_index(db: Postgres, table: str, m: int = 16, ef_construction: int = 
 
 def pg_drop_indexes(db: Postgres, table: str) -> None:
     """Remove the HNSW index, so that queries scan the table exactly."""
-    if not table.isidentifier():
-        raise ValueError(f"table name {table!r} must be a plain identifier")
+    _check_table(table)
     db.conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
