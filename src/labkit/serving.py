@@ -210,27 +210,6 @@ def compile_cache_env() -> dict[str, str]:
     return {"VLLM_USE_AOT_COMPILE": "0", "TORCHINDUCTOR_CACHE_DIR": str(cache_dir() / "torch-compile-cache")}
 
 
-def warm_compile_cache(force: bool = False) -> str:
-    """Start vLLM once so that its compiled model graph is cached for every later start on this CPU.
-
-    Done by ``labkit prepare --serving``; a marker per model and precision makes it a no-op
-    afterwards. Returns what was done, or "" on a GPU, where the graph is compiled per start.
-    """
-    from .models import chat_model_path
-
-    if has_gpu():
-        return ""
-    chosen = precision()
-    marker = cache_dir() / "torch-compile-cache" / f"warmed-{Path(chat_model_path()).name}-{chosen.dtype}"
-    if marker.is_file() and not force:
-        return f"reused ({chosen.dtype}, compiled earlier)"
-    with vllm_server() as server:
-        took = server.ready_after_s
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"{took:.0f} s\n")
-    return f"compiled for {chosen.dtype} in a {took:.0f} s start; later starts reuse it"
-
-
 # Log lines that end each stage of a vLLM start, in order, with the name of the stage they end.
 _STARTUP_MARKS = (
     ("non-default args", "python and vLLM imports"),
@@ -286,11 +265,16 @@ def lora_rank_slot(rank: int) -> int:
 def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs: int | None = None,
                 max_model_len: int = 2048, kv_cache_gib: int = 1, served_name: str = "chat",
                 lora_adapters: dict | None = None, max_lora_rank: int = 8, gpu_memory_fraction: float | None = None,
-                dtype: str | None = None, extra_args: tuple[str, ...] = (), startup_timeout: float = 600,
-                log_path=None) -> ManagedServer:
+                dtype: str | None = None, eager: bool | None = None, extra_args: tuple[str, ...] = (),
+                startup_timeout: float = 600, log_path=None) -> ManagedServer:
     """A vLLM server for ``model`` (default: the course's chat model) under the name ``served_name``.
 
     ``dtype`` defaults to the precision ``labkit.hardware.precision()`` chose for this machine.
+    ``eager`` (``--enforce-eager``) defaults to True on a CPU and False on a GPU. On a CPU,
+    vLLM's graph compilation captures the model but keeps the same kernels (it turns
+    Inductor off there): on a 2-core AMD EPYC it added 10 s to a start with a warm cache,
+    40 s with a cold one, and no throughput (benchmarks/precision_and_startup.py). On a GPU
+    the compiled graph and CUDA graphs are worth their start-up time.
     ``lora_adapters`` maps a model name to a peft adapter folder: each is served beside the
     base model, and a request picks one by sending its name as ``model``.
     ``gpu_memory_fraction`` caps vLLM's share of the GPU (its default takes 90%), for a
@@ -304,6 +288,8 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
                "--max-model-len", str(max_model_len), "--dtype", dtype or precision().vllm_dtype]
     if max_num_seqs:
         command += ["--max-num-seqs", str(max_num_seqs)]
+    if (not has_gpu()) if eager is None else eager:
+        command.append("--enforce-eager")
     if lora_adapters:
         for name, folder in lora_adapters.items():
             if not (Path(folder) / "adapter_config.json").is_file():
