@@ -102,10 +102,11 @@ def serve(label: str, load: bool, before_fix: bool = False, **options) -> dict:
         if load:
             row["levels"] = {n: throughput(server, n) for n in LEVELS}
     stage_text = ", ".join(f"{name} {seconds:.0f}" for name, seconds in stages)
-    print(f"  {label:<44} start {row['ready_s']:5.0f} s ({stage_text})", flush=True)
+    tag = f"[{hardware.cpu().model}: {' '.join(hardware.cpu().notable_flags) or 'no flags of note'}]"
+    print(f"  {label:<48} start {row['ready_s']:5.0f} s ({stage_text})  {tag}", flush=True)
     for n, t in row.get("levels", {}).items():
-        print(f"  {'':<44} concurrency {n:>2}: {t['median']:6.1f} output tok/s (spread {t['min']:.0f}-{t['max']:.0f})",
-              flush=True)
+        print(f"  {'':<48} concurrency {n:>2}: {t['median']:6.1f} output tok/s "
+              f"(spread {t['min']:.0f}-{t['max']:.0f})  {tag}", flush=True)
     return row
 
 

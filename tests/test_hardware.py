@@ -93,3 +93,18 @@ def test_autocast_runs_in_the_chosen_precision():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with choose_precision("float32", CpuInfo("x", "x86_64", frozenset(), True)).autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_cli_names_the_hardware_and_refuses_an_impossible_precision(monkeypatch, capsys):
+    from labkit import cli
+
+    hardware.precision.cache_clear()
+    try:
+        assert cli.main(["hardware"]) == 0
+        assert "precision " in capsys.readouterr().out
+        monkeypatch.setenv(hardware.PRECISION_ENV, "fp8")
+        hardware.precision.cache_clear()
+        assert cli.main(["hardware"]) == 2
+        assert "not a precision" in capsys.readouterr().err
+    finally:
+        hardware.precision.cache_clear()

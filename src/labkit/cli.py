@@ -1,4 +1,4 @@
-"""Command line: ``labkit prepare``, ``models``, ``run``, ``plan``, ``progress`` and ``grades``."""
+"""Command line: ``labkit prepare``, ``hardware``, ``models``, ``run``, ``plan``, ``progress`` and ``grades``."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,18 @@ def _prepare(args) -> int:
         from . import serving
 
         print(f"ready: {'vllm':<24} {serving.install_vllm()}")
+    return 0
+
+
+def _hardware(args) -> int:
+    from . import config, hardware
+
+    print(config.describe_hardware())
+    try:
+        print(hardware.precision())
+    except hardware.PrecisionError as error:
+        print(error, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -92,6 +104,9 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("models", help="list the models the labs use and how to choose others")
     p.set_defaults(func=_models)
+
+    p = sub.add_parser("hardware", help="the CPU (or GPU) the labs see, and the precision they will use")
+    p.set_defaults(func=_hardware)
 
     p = sub.add_parser("run", help="execute notebooks top to bottom; print wall time and peak memory")
     p.add_argument("notebooks", nargs="+")
