@@ -366,3 +366,57 @@ def test_a_dense_retriever_can_replace_bm25():
     env = oc.OncallEnv(first_of_kind("false_alarm"), retriever=broken)
     failed = env.call("search_runbook", {"query": "anything"})
     assert not failed["ok"] and "index not built" in failed["error"]
+
+
+# --- the conversation protocol and the reference policies ------------------------------
+
+def converse(client, incident: oc.Incident, limit: int = 12) -> dict:
+    """A minimal loop over the protocol: the policy's reply is parsed and run, its observation fed back."""
+    env, messages = oc.OncallEnv(incident), oc.first_messages(incident)
+    for _ in range(limit):
+        text = client.chat.completions.create(model="policy", messages=messages).choices[0].message.content
+        messages.append({"role": "assistant", "content": text})
+        action = json.loads(text)
+        messages.append(oc.observation_message(env.call(action["tool"], action["args"])))
+        if env.done:
+            break
+    return env.outcome()
+
+
+def test_first_messages_carry_the_page_and_every_tool_but_no_answer():
+    incident = first_of_kind("bad_deploy")
+    system, page = oc.first_messages(incident)
+    assert system["role"] == "system" and page == {"role": "user", "content": oc.describe(incident)}
+    assert all(s["function"]["name"] in system["content"] for s in oc.TOOL_SCHEMAS)
+    assert incident.kind not in page["content"] and incident.expected["version"] not in page["content"]
+    observation = {"ok": True, "lines": [{"message": "x"}]}
+    assert json.loads(oc.observation_message(observation)["content"][len(oc.OBSERVATION_PREFIX):]) == observation
+    assert oc.error_message("not JSON")["content"].startswith(oc.ERROR_PREFIX)
+
+
+def test_action_schema_accepts_each_tool_call_and_rejects_malformed_ones():
+    import jsonschema
+
+    validate = jsonschema.Draft202012Validator(oc.ACTION_SCHEMA).is_valid
+    assert validate({"tool": "scale_service", "args": {"service": "search", "replicas": 6}})
+    assert validate({"tool": "resolve", "args": {"summary": "false alarm"}})
+    assert not validate({"tool": "scale_service", "args": {"service": "search", "replicas": "6"}})
+    assert not validate({"tool": "reboot_everything", "args": {}})
+    assert not validate({"tool": "rollback", "args": {"service": "search"}})
+    assert not validate({"tool": "resolve", "args": {"summary": "x"}, "why": "extra"})
+
+
+@pytest.mark.parametrize("split", ["dev", "heldout"])
+def test_oracle_solves_every_incident_from_the_evidence_alone(split):
+    for seed in range(3):
+        for incident in oc.incidents(split, seed=seed):
+            outcome = converse(oc.OracleClient(), incident)
+            assert outcome["solved"] and outcome["harmful_attempts"] == 0, (incident.kind, outcome["reasons"])
+
+
+def test_random_policy_is_a_low_floor_and_replies_like_the_openai_client():
+    outcomes = [converse(oc.RandomClient(seed), incident) for seed in range(3) for incident in oc.incidents("dev")]
+    assert sum(o["solved"] for o in outcomes) / len(outcomes) < 0.25
+    reply = oc.RandomClient(1).chat.completions.create(model="x", messages=oc.first_messages(oc.incidents("dev")[0]))
+    assert json.loads(reply.choices[0].message.content)["tool"] in {s["function"]["name"] for s in oc.TOOL_SCHEMAS}
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0

@@ -35,6 +35,7 @@ def test_weeks_5_to_8_belong_to_the_track():
             assert len(set(texts.values())) == 1, f"week {week} is the same for every track"
     assert by_track["infra"][4].lab == "04_serve_with_vllm"
     assert by_track["applied"][4].lab == "05_lora_finetune"
+    assert by_track["agents"][4].lab == "06_agent_with_eval"
     assert "held-out" in by_track["agents"][4].detail
 
 

