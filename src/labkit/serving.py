@@ -273,9 +273,10 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
     ``dtype`` defaults to the precision ``labkit.hardware.precision()`` chose for this machine.
     ``eager`` (``--enforce-eager``) defaults to True on a CPU and False on a GPU. On a CPU,
     vLLM's graph compilation captures the model but keeps the same kernels (it turns
-    Inductor off there): on a 2-core AMD EPYC it added 10 s to a start with a warm cache,
-    40 s with a cold one, and no throughput (benchmarks/precision_and_startup.py). On a GPU
-    the compiled graph and CUDA graphs are worth their start-up time.
+    Inductor off there): on a 2-core AMD EPYC it added 10 s to a start with a warm cache and
+    40 s with a cold one, and its throughput stayed within run-to-run noise of eager mode
+    (benchmarks/precision_and_startup.py). On a GPU the compiled graph and CUDA graphs are
+    worth their start-up time.
     ``lora_adapters`` maps a model name to a peft adapter folder: each is served beside the
     base model, and a request picks one by sending its name as ``model``.
     ``gpu_memory_fraction`` caps vLLM's share of the GPU (its default takes 90%), for a
