@@ -41,8 +41,6 @@ MAX_TOKENS = 32
 
 def training_tokens_per_s(dtype: str, budget_s: float = 30.0) -> dict:
     """Tokens/s of one LoRA training step, float32 weights, optionally under bf16 autocast."""
-    import contextlib
-
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -52,7 +50,7 @@ def training_tokens_per_s(dtype: str, budget_s: float = 30.0) -> dict:
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     batch = torch.randint(0, model.config.vocab_size, (4, 128))
-    cast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+    cast = hardware.Precision(dtype, "cpu", "measured side by side").autocast()  # the labs' own autocast
 
     def step():
         with cast:

@@ -830,10 +830,8 @@ class _PolicyClient:
     def __init__(self):
         self.chat = self
         self.completions = self
-        self.calls = 0
 
     def create(self, *, messages, **_options):
-        self.calls += 1
         content = json.dumps(self.act(messages))
         prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4
         return ChatReply(content, prompt, len(content) // 4)
