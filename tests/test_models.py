@@ -80,3 +80,13 @@ def test_embedding_model_orders_by_meaning(monkeypatch):
         normalize_embeddings=True)
     assert query.shape == (384,)
     assert float(np.dot(query, close)) > float(np.dot(query, far)) + 0.2
+
+
+def test_every_model_says_what_it_is(monkeypatch):
+    monkeypatch.delenv(models.CHAT_ENV, raising=False)
+    packaged = models.describe_model("chat")
+    assert "4-bit (Q4_1) GGUF" in packaged["what"] and packaged["file"].endswith(".gguf")
+    monkeypatch.setenv(models.CHAT_ENV, "qwen2.5-1.5b-instruct")
+    hub = models.describe_model("chat")
+    assert hub["hub_id"] == "Qwen/Qwen2.5-1.5B-Instruct" and "Hugging Face Hub" in hub["what"]
+    assert models.spec_for("chat").tool_call_parser == "hermes"

