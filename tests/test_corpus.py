@@ -50,3 +50,29 @@ def test_tokenize_and_normalise():
     assert corpus.tokenize("The __init__ method, x+=1!") == ["the", "__init__", "method", "x", "1"]
     assert corpus.normalise("  a\n\n b\tc ") == "a b c"
     assert "the" in corpus.STOPWORDS and "python" not in corpus.STOPWORDS
+
+
+def test_every_dev_question_names_the_document_that_holds_its_evidence():
+    topics = corpus.python_doc_topics()
+    corpus.check_evidence(corpus.DEV_QUESTIONS, topics)
+    assert all(item["topic"] in corpus.QUICK_TOPICS for item in corpus.DEV_QUESTIONS)
+    assert corpus.contains_evidence("a  b\nc", "b c") and not corpus.contains_evidence("a b", "b c")
+
+
+def test_a_missing_evidence_phrase_is_an_error_naming_phrase_and_document():
+    topics = corpus.python_doc_topics(["pass", "del"])
+    typo = [{"question": "What does pass do?", "evidence": "\"pass\" is a nul operation", "topic": "pass"}]
+    with pytest.raises(corpus.EvidenceNotFound, match="is a nul operation' is not in the document 'pass'") as caught:
+        corpus.check_evidence(typo, topics)
+    assert caught.value.evidence == '"pass" is a nul operation' and caught.value.document == "the document 'pass'"
+    elsewhere = [{"question": "What does pass do?", "evidence": "\"pass\" is a null operation", "topic": "try"}]
+    with pytest.raises(corpus.EvidenceNotFound, match="'try' is left out"):
+        corpus.check_evidence(elsewhere, topics)
+    with pytest.raises(corpus.EvidenceNotFound, match="not in the documents 'del', 'pass'"):
+        corpus.check_evidence([{"question": "?", "evidence": "no such words at all"}], topics)
+    with pytest.raises(ValueError, match="empty evidence"):
+        corpus.check_evidence([{"question": "?", "evidence": " "}], topics)
+    passages = corpus.python_doc_passages(topics=["pass"])
+    with pytest.raises(corpus.EvidenceNotFound, match="is not in the document 'pass'"):
+        corpus.gold_ids(passages, "a phrase the documentation never uses")
+    corpus.check_evidence([dict(typo[0], evidence="\"pass\" is a null  operation")], topics)  # whitespace-insensitive

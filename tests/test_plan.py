@@ -105,7 +105,7 @@ def test_ics_escaping_and_folding():
     unfolded = "\n".join(_unfold(ics))
     assert "cosine similarity\\, top-k search\\, recall@k" in unfolded  # commas escaped
     assert "local chat model\\; the whole pipeline" in unfolded  # semicolons escaped
-    assert "batch size.\\n\\nDays 1-7" in unfolded  # newlines written as \n
+    assert "a first agent in LangChain.\\n\\nDays 1-7" in unfolded  # newlines written as \n
     long = "DESCRIPTION:" + "é" * 100  # two octets each: folds must not split a character
     folded = plan.ics_fold(long)
     assert all(len(part.encode()) <= 75 for part in folded)
@@ -159,3 +159,35 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, expected):
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir()), "nothing written on bad input"
+
+
+def test_book_phase_pages_show_the_plan_itself():
+    """The weekly plans on the phase pages are generated from labkit.plan, so they cannot disagree."""
+    from conftest import ROOT
+
+    stale = plan.update_book_pages(ROOT / "book", check=True)
+    assert not stale, (f"{[str(p) for p in stale]} show an old weekly plan; regenerate them: "
+                       ".venv/bin/python -c \"from labkit import plan; plan.update_book_pages('book')\"")
+    phase1 = (ROOT / "book" / "phase1" / "index.md").read_text()
+    assert "| 5 | 29-35 |" in phase1 and "| 4 | 22-28 |" in phase1
+
+
+def test_phase_tables_cover_each_phase_and_refuse_bad_input(tmp_path):
+    for phase in plan.PHASES:
+        text = plan.phase_weeks_markdown(phase.number)
+        days = [tuple(map(int, m)) for m in re.findall(r"^\| \d+ \| (\d+)-(\d+) \|", text, flags=re.M)]
+        assert min(d[0] for d in days) <= phase.first_day and max(d[1] for d in days) >= phase.last_day
+        assert all(first <= phase.last_day and last >= phase.first_day for first, last in days)
+    assert plan.phase_weeks_markdown(2).count("| 6 | 36-42 |") == len(plan.TRACKS), "one row per track"
+    with pytest.raises(ValueError, match="no phase 4"):
+        plan.phase_weeks_markdown(4)
+    for n in (1, 2, 3):
+        (tmp_path / f"phase{n}").mkdir()
+        (tmp_path / f"phase{n}" / "index.md").write_text(f"# P{n}\n\n{plan.BOOK_BEGIN}\nold\n{plan.BOOK_END}\nrest\n")
+    assert len(plan.update_book_pages(tmp_path, check=True)) == 3
+    assert "old" in (tmp_path / "phase1" / "index.md").read_text(), "check mode writes nothing"
+    assert len(plan.update_book_pages(tmp_path)) == 3 and plan.update_book_pages(tmp_path, check=True) == []
+    assert (tmp_path / "phase3" / "index.md").read_text().endswith(f"{plan.BOOK_END}\nrest\n")
+    (tmp_path / "phase2" / "index.md").write_text("# no markers\n")
+    with pytest.raises(ValueError, match="needs the lines"):
+        plan.update_book_pages(tmp_path)

@@ -7,7 +7,9 @@ about 465k characters. Nobody on the course wrote it, and nothing is downloaded.
 An eval question names its gold passage by a short *evidence* string, a phrase copied
 from the documentation, rather than by a passage number: passage numbers move when the
 chunking or the Python version changes, the phrase does not. ``gold_ids`` turns the
-phrase into the ids of the passages that contain it and says clearly when none does.
+phrase into the ids of the passages that contain it, and ``check_evidence`` checks a
+question's phrase against its document; both raise ``EvidenceNotFound``, naming the phrase
+and the document, when it is not there.
 """
 from __future__ import annotations
 
@@ -80,10 +82,60 @@ def python_doc_passages(min_chars: int = 80, topics=None) -> list[dict]:
     return passages
 
 
+class EvidenceNotFound(ValueError):
+    """An evidence phrase that its document does not contain: the question cannot be scored.
+
+    ``evidence`` is the phrase and ``document`` names where it was looked for (a topic, or
+    the topics of the passages searched). A ``ValueError``, so callers that already catch
+    bad input keep working.
+    """
+
+    def __init__(self, evidence: str, document: str, why: str = ""):
+        self.evidence, self.document = evidence, document
+        why = why or "this question has no gold passage (a typo, another Python version, or a topic left out)"
+        super().__init__(f"the evidence {evidence[:80]!r} is not in {document}: {why}")
+
+
+def _where(topics) -> str:
+    names = sorted(set(topics))
+    shown = ", ".join(repr(n) for n in names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return f"the document {shown}" if len(names) == 1 else f"the documents {shown}"
+
+
+def contains_evidence(text: str, evidence: str) -> bool:
+    """Whether ``text`` holds the whole ``evidence`` phrase, whitespace-insensitively."""
+    return normalise(evidence) in normalise(text)
+
+
+def check_evidence(questions, topics: dict[str, str]) -> None:
+    """Raise ``EvidenceNotFound`` for the first question whose phrase its document lacks.
+
+    ``topics`` is ``{name: text}`` as from ``python_doc_topics``. A question with a
+    ``"topic"`` must find its phrase in that topic (and the topic must be among ``topics``);
+    one without must find it in some topic. Run it before scoring anything that matches
+    phrases by substring, so a phrase that is nowhere is an error, never a silent miss.
+    """
+    for item in questions:
+        evidence = normalise(item.get("evidence", ""))
+        if not evidence:
+            raise ValueError(f"empty evidence for {item.get('question', item)!r}: a question needs a phrase "
+                             "from its gold passage")
+        topic = item.get("topic")
+        if topic is not None:
+            if topic not in topics:
+                raise EvidenceNotFound(evidence, _where(topics), f"its document {topic!r} is left out of the "
+                                       "corpus, so this question has no gold passage")
+            if not contains_evidence(topics[topic], evidence):
+                raise EvidenceNotFound(evidence, _where([topic]))
+        elif not any(contains_evidence(text, evidence) for text in topics.values()):
+            raise EvidenceNotFound(evidence, _where(topics))
+
+
 def gold_ids(passages, evidence: str) -> list[str]:
     """Ids of the passages whose text contains ``evidence`` (whitespace-insensitive).
 
-    Raises ``ValueError`` when none does: a question without a gold passage cannot be scored.
+    Raises ``EvidenceNotFound`` (a ``ValueError``) naming the phrase and the documents
+    searched when none does: a question without a gold passage cannot be scored.
     """
     if not passages:
         raise ValueError("the corpus is empty: there is nothing to find gold passages in")
@@ -92,8 +144,7 @@ def gold_ids(passages, evidence: str) -> list[str]:
         raise ValueError("empty evidence: a question needs a phrase from its gold passage")
     found = [p["id"] for p in passages if needle in normalise(p["text"])]
     if not found:
-        raise ValueError(f"no passage contains the evidence {needle[:80]!r}: this question has no gold "
-                         "passage in the corpus (a typo, another Python version, or a topic left out)")
+        raise EvidenceNotFound(needle, _where(p.get("topic", "?") for p in passages))
     return found
 
 
@@ -113,56 +164,57 @@ until up very was we were what when where which while who whom why will with wou
 """.split())
 
 
-# Questions written for the course, each with a phrase from its gold passage. They are the
-# hand-written part of the development set of the RAG lab, and the chunking eval of the
-# vector-search lab. The held-out questions live in the RAG lab, not here.
+# Questions written for the course, each with a phrase from its gold passage and the topic
+# (document) that holds it. They are the hand-written part of the development set of the
+# RAG lab, and the chunking eval of the vector-search lab. The held-out questions live in
+# the RAG lab's hidden tests, not here.
 DEV_QUESTIONS: list[dict] = [
     {"question": "What happens to an assert statement when Python runs with optimization turned on?",
-     "evidence": "when optimization is requested at compile time"},
+     "evidence": "when optimization is requested at compile time", "topic": "assert"},
     {"question": "Does a finally clause run when the try block returns?",
-     "evidence": "the \"finally\" clause is also executed"},
+     "evidence": "the \"finally\" clause is also executed", "topic": "try"},
     {"question": "How do I loop over a list and also get the index of each item?",
-     "evidence": "enumerate"},
+     "evidence": "enumerate", "topic": "typesseq"},
     {"question": "Which methods must an object define to be used in a with statement?",
-     "evidence": "\"__enter__()\" method is invoked"},
+     "evidence": "\"__enter__()\" method is invoked", "topic": "with"},
     {"question": "What does the else clause of a for loop do?",
-     "evidence": "the suite in the \"else\" clause, if present, is executed, and the loop terminates"},
+     "evidence": "the suite in the \"else\" clause, if present, is executed, and the loop terminates", "topic": "for"},
     {"question": "How can a function change a variable defined at module level?",
-     "evidence": "It would be impossible to assign to a global variable without \"global\""},
+     "evidence": "It would be impossible to assign to a global variable without \"global\"", "topic": "global"},
     {"question": "What is the difference between nonlocal and global?",
-     "evidence": "previously bound variables in the nearest enclosing scope excluding globals"},
+     "evidence": "previously bound variables in the nearest enclosing scope excluding globals", "topic": "nonlocal"},
     {"question": "Which values count as false in an if statement?",
-     "evidence": "zero of any numeric type"},
+     "evidence": "zero of any numeric type", "topic": "truth"},
     {"question": "Why should I not use a mutable list as a default argument value?",
-     "evidence": "Default parameter values are evaluated from left to right when the function definition is executed"},
+     "evidence": "Default parameter values are evaluated from left to right when the function definition is executed", "topic": "function"},
     {"question": "How do I re-raise an exception with a different exception as its cause?",
-     "evidence": "The \"from\" clause is used for exception chaining"},
+     "evidence": "The \"from\" clause is used for exception chaining", "topic": "raise"},
     {"question": "What does dict.get return when the key is missing?",
-     "evidence": "so that this method never raises a \"KeyError\""},
+     "evidence": "so that this method never raises a \"KeyError\"", "topic": "typesmapping"},
     {"question": "How do I remove whitespace from both ends of a string?",
-     "evidence": "Return a copy of the string with the leading and trailing characters removed"},
+     "evidence": "Return a copy of the string with the leading and trailing characters removed", "topic": "string-methods"},
     {"question": "How do I format a number with a thousands separator in an f-string?",
-     "evidence": "option signals the use of a comma for a thousands separator"},
+     "evidence": "option signals the use of a comma for a thousands separator", "topic": "formatstrings"},
     {"question": "Can a lambda expression contain statements?",
-     "evidence": "functions created with lambda expressions cannot contain statements or annotations"},
+     "evidence": "functions created with lambda expressions cannot contain statements or annotations", "topic": "lambda"},
     {"question": "What does a slice with a negative step do?",
-     "evidence": "If *i* or *j* are omitted or \"None\", they become"},
+     "evidence": "If *i* or *j* are omitted or \"None\", they become", "topic": "typesseq"},
     {"question": "How do I sort a list in place in descending order?",
-     "evidence": "*reverse* is a boolean value"},
+     "evidence": "*reverse* is a boolean value", "topic": "typesseq"},
     {"question": "When is the else clause of a try statement executed?",
-     "evidence": "The optional \"else\" clause is executed if the control flow leaves the \"try\" suite"},
+     "evidence": "The optional \"else\" clause is executed if the control flow leaves the \"try\" suite", "topic": "try"},
     {"question": "How does Python compare two tuples?",
-     "evidence": "Sequences compare lexicographically using comparison of corresponding elements"},
+     "evidence": "Sequences compare lexicographically using comparison of corresponding elements", "topic": "comparisons"},
     {"question": "What does the yield expression do inside a function?",
-     "evidence": "Using yield in a function definition is sufficient to cause that definition to create a generator"},
+     "evidence": "Using yield in a function definition is sufficient to cause that definition to create a generator", "topic": "yield"},
     {"question": "What does the pass statement do?",
-     "evidence": "\"pass\" is a null operation"},
+     "evidence": "\"pass\" is a null operation", "topic": "pass"},
     {"question": "What does the del statement do to a name?",
-     "evidence": "Deletion of a name removes the binding of that name"},
+     "evidence": "Deletion of a name removes the binding of that name", "topic": "del"},
     {"question": "How does import find a module the first time it is imported?",
-     "evidence": "find a module, loading and initializing it if necessary"},
+     "evidence": "find a module, loading and initializing it if necessary", "topic": "import"},
     {"question": "How can I merge two dictionaries into a new one?",
-     "evidence": "Create a new dictionary with the merged keys and values"},
+     "evidence": "Create a new dictionary with the merged keys and values", "topic": "typesmapping"},
     {"question": "Is the order of keys in a dictionary preserved?",
-     "evidence": "Dictionaries preserve insertion order"},
+     "evidence": "Dictionaries preserve insertion order", "topic": "typesmapping"},
 ]

@@ -90,17 +90,25 @@ TRACKS = {
 # (title, detail, lab) for each week; weeks 5-8 come from _TRACK_WEEKS.
 _SHARED_WEEKS = {
     1: ("Embeddings: text as vectors",
-        "Work lab 01_embeddings until every check passes: cosine similarity, top-k search, "
-        "recall@k on a known-item eval, encoding throughput by batch size.", "01_embeddings"),
+        "Set up the course environment and work lab 01_embeddings until every check passes: cosine "
+        "similarity, top-k search, recall@k on a known-item eval, encoding throughput by batch size. "
+        "Skim the two cookbooks and read the first examples closely; build a first agent in LangChain.",
+        "01_embeddings"),
     2: ("Vector search",
         "Work lab 02_vector_search: put the vectors in a vector store, compare exact and "
-        "approximate search on recall and latency, pick settings from the numbers.", "02_vector_search"),
+        "approximate search on recall and latency, pick settings from the numbers. A first agent in "
+        "LlamaIndex by day 10; Huyen's chapters on deployment and monitoring; choose the document "
+        "collection for your own pipeline (runbooks, API docs, postmortems).", "02_vector_search"),
     3: ("RAG pipeline end to end",
         "Start lab 03_rag_with_eval: chunk documents, embed, retrieve and answer with the local "
-        "chat model; the whole pipeline runs on your machine.", "03_rag_with_eval"),
+        "chat model; the whole pipeline runs on your machine. Your own embedding pipeline and vector "
+        "store running; 30-50 evaluation questions written with their relevant passages; Eugene Yan's "
+        "writing on evaluation read.", "03_rag_with_eval"),
     4: ("Eval for the RAG pipeline",
         "Finish lab 03_rag_with_eval: an eval set of questions with known passages, a retrieval "
-        "score with its settings written down, one change (chunk size, k) and how the score moved.",
+        "score with its settings written down, one change (chunk size, k) and how the score moved. "
+        "Your own pipeline end to end with its retrieval score and at least two changes measured "
+        "against it; the deep dive for your target role started.",
         "03_rag_with_eval"),
     9: ("Ship the Build project; refresh resume and GitHub",
         "By day 60: the track project deployed where others can reach it, with a write-up argued "
@@ -311,6 +319,70 @@ def to_markdown(plan: Schedule) -> str:
               "Where a lab named here is not published yet, the phase's chapter in the book is the "
               "brief to work from. `labkit progress` shows which checks of your labs pass.", ""]
     return "\n".join(lines)
+
+
+# The book's phase pages ----------------------------------------------------------------
+
+# A phase page holds its weekly plan between these two lines, written by update_book_pages.
+BOOK_BEGIN = "<!-- The weekly plan below is generated from labkit.plan: edit the plan, then run update_book_pages. -->"
+BOOK_END = "<!-- End of the generated weekly plan. -->"
+
+
+def _track_label(track: Track) -> str:
+    return track.title.split(":")[0]
+
+
+def phase_weeks_markdown(number: int) -> str:
+    """The weeks that touch phase ``number`` (1-3), as the Markdown its book page shows.
+
+    One row per week; a week whose target depends on the track (weeks 5-8) gets one row per
+    track. The same data as ``labkit plan``, without dates.
+    """
+    phase = next((p for p in PHASES if p.number == number), None)
+    if phase is None:
+        raise ValueError(f"no phase {number}; the phases are {', '.join(str(p.number) for p in PHASES)}")
+    by_track = {name: weekly_targets(name) for name in TRACKS}
+    first_track = next(iter(TRACKS))
+    weeks = [w for w in by_track[first_track] if w.last_day >= phase.first_day and w.first_day <= phase.last_day]
+    shared = [w.week for w in weeks if len({(ws[w.week - 1].title, ws[w.week - 1].detail)
+                                             for ws in by_track.values()}) == 1]
+    straddle = [w for w in weeks if len(w.phases) > 1]
+    lines = [f"Weeks {weeks[0].week}-{weeks[-1].week} touch this phase (days {phase.first_day}-{phase.last_day}), "
+             f"at about {HOURS_PER_WEEK} hours a week. A week is seven days from your start date"
+             + (", so " + " and ".join(f"week {w.week} (days {w.first_day}-{w.last_day}) belongs to "
+                                       f"{' and '.join(w.phases)}" for w in straddle) if straddle else "")
+             + ".", "",
+             "| Week | Days | Track | Target |", "| ---: | --- | --- | --- |"]
+    for w in weeks:
+        rows = [("every track", w)] if w.week in shared else \
+            [(_track_label(TRACKS[name]), by_track[name][w.week - 1]) for name in TRACKS]
+        for label, target in rows:
+            lines.append(f"| {w.week} | {w.first_day}-{w.last_day} | {label} | "
+                         f"{_cell(f'**{target.title}**. {target.detail}')} |")
+    return "\n".join(lines)
+
+
+def update_book_pages(book_dir, check: bool = False) -> list[Path]:
+    """Rewrite the generated weekly plan in ``book_dir/phaseN/index.md``; return the pages that changed.
+
+    With ``check``, write nothing and return the pages that are out of date. A page without
+    the two marker lines is an error: the plan would silently be missing from it.
+    """
+    stale = []
+    for phase in PHASES:
+        page = Path(book_dir) / f"phase{phase.number}" / "index.md"
+        text = page.read_text(encoding="utf-8")
+        if text.count(BOOK_BEGIN) != 1 or text.count(BOOK_END) != 1:
+            raise ValueError(f"{page} needs the lines {BOOK_BEGIN!r} and {BOOK_END!r} once each, "
+                             "around its weekly plan")
+        head, rest = text.split(BOOK_BEGIN)
+        _, tail = rest.split(BOOK_END)
+        wanted = f"{head}{BOOK_BEGIN}\n\n{phase_weeks_markdown(phase.number)}\n\n{BOOK_END}{tail}"
+        if wanted != text:
+            stale.append(page)
+            if not check:
+                page.write_text(wanted, encoding="utf-8")
+    return stale
 
 
 # iCalendar (RFC 5545) ------------------------------------------------------------------
