@@ -420,3 +420,36 @@ def test_random_policy_is_a_low_floor_and_replies_like_the_openai_client():
     reply = oc.RandomClient(1).chat.completions.create(model="x", messages=oc.first_messages(oc.incidents("dev")[0]))
     assert json.loads(reply.choices[0].message.content)["tool"] in {s["function"]["name"] for s in oc.TOOL_SCHEMAS}
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+
+class _ToolCallingServer:
+    """A stand-in for a vLLM server with a tool-call parser: records requests, replies with tool calls."""
+
+    def __init__(self, calls):
+        self.calls, self.requests = list(calls), []
+        self.chat = self.completions = self
+
+    def create(self, **request):
+        self.requests.append(request)
+        name, arguments = self.calls.pop(0)
+        function = type("Function", (), {"name": name, "arguments": arguments})()
+        tool_calls = [type("ToolCall", (), {"function": function})()] if name else None
+        message = type("Message", (), {"content": "" if name else arguments, "tool_calls": tool_calls})()
+        usage = type("Usage", (), {"prompt_tokens": 50, "completion_tokens": 7})()
+        return type("Reply", (), {"choices": [type("Choice", (), {"message": message})()], "usage": usage})()
+
+
+def test_native_tool_calls_arrive_as_the_loops_json_actions():
+    server = _ToolCallingServer([("get_service_status", '{"service": "auth"}'), ("scale_service", "{broken"),
+                                 (None, "I would rather explain")])
+    client = oc.NativeToolCalls(server)
+    first = client.chat.completions.create(model="m", messages=[], response_format={"type": "json_object"})
+    assert json.loads(first.choices[0].message.content) == {"tool": "get_service_status", "args": {"service": "auth"}}
+    assert first.usage.prompt_tokens == 50 and first.usage.completion_tokens == 7
+    sent = server.requests[0]
+    assert sent["tools"] == oc.TOOL_SCHEMAS and sent["tool_choice"] == "required"
+    assert "response_format" not in sent, "the parser shapes the call, not a schema"
+    broken = json.loads(client.chat.completions.create(model="m", messages=[]).choices[0].message.content)
+    assert broken == {"tool": "scale_service", "args": "{broken"}
+    assert oc.check_arguments(broken["tool"], broken["args"])[1], "unparsable arguments are rejected"
+    assert client.chat.completions.create(model="m", messages=[]).choices[0].message.content == "I would rather explain"

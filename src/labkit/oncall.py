@@ -820,6 +820,40 @@ class ChatReply:
                                         "total_tokens": prompt_tokens + completion_tokens})()
 
 
+class NativeToolCalls:
+    """An OpenAI client whose server has native tool calling, seen by an agent loop as JSON actions.
+
+    vLLM returns ``tool_calls`` for a model that has a tool-call parser (``--enable-auto-tool-choice
+    --tool-call-parser hermes`` for Qwen2.5; none exists for SmolLM2). This wrapper sends the
+    tools with every request and turns the first tool call of a reply into the loop's action
+    text, ``{"tool": ..., "args": ...}``, so the same loop, validation and harness measure both
+    ways. A reply without a tool call passes its text through, for the loop to reject. A
+    ``response_format`` in the request is dropped: the server's parser shapes the call instead.
+    """
+
+    def __init__(self, client, tool_choice: str = "required"):
+        self.client, self.tool_choice = client, tool_choice
+        self.chat = self
+        self.completions = self
+
+    def create(self, **request):
+        request.pop("response_format", None)
+        reply = self.client.chat.completions.create(tools=TOOL_SCHEMAS, tool_choice=self.tool_choice, **request)
+        message = reply.choices[0].message
+        calls = getattr(message, "tool_calls", None) or []
+        if calls:
+            function = calls[0].function
+            try:
+                args = json.loads(function.arguments or "{}")
+            except json.JSONDecodeError:
+                args = function.arguments  # kept as text, so validation says what is wrong
+            content = json.dumps({"tool": function.name, "args": args})
+        else:
+            content = message.content or ""
+        usage = reply.usage
+        return ChatReply(content, int(usage.prompt_tokens), int(usage.completion_tokens))
+
+
 class _PolicyClient:
     """A stand-in for ``openai.OpenAI`` whose replies come from a policy, not a model.
 
