@@ -76,3 +76,45 @@ def test_a_missing_evidence_phrase_is_an_error_naming_phrase_and_document():
     with pytest.raises(corpus.EvidenceNotFound, match="is not in the document 'pass'"):
         corpus.gold_ids(passages, "a phrase the documentation never uses")
     corpus.check_evidence([dict(typo[0], evidence="\"pass\" is a null  operation")], topics)  # whitespace-insensitive
+
+
+def _heldout_items():
+    """(question, evidence) pairs from the hidden tests of the RAG lab's source notebook."""
+    import ast
+    import json
+
+    from conftest import ROOT
+
+    source = ROOT / "autograder" / "source" / "phase1" / "03_rag_with_eval.ipynb"
+    for cell in json.loads(source.read_text(encoding="utf-8"))["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "test_heldout":
+            for node in ast.walk(ast.parse("".join(cell["source"]))):
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "HELDOUT":
+                    return ast.literal_eval(node.value)
+    raise AssertionError("the held-out set is missing from the hidden tests of 03_rag_with_eval")
+
+
+def test_heldout_questions_and_evidence_appear_nowhere_a_learner_looks():
+    """No held-out question, nor its gold evidence, in a student copy, a book page or the dev set."""
+    import json
+
+    from conftest import ROOT
+
+    def words(text):
+        return " ".join(corpus.tokenize(text))
+
+    seen = {str(p.relative_to(ROOT)): words("\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"]))
+            for p in (ROOT / "notebooks").glob("phase*/*.ipynb")}
+    seen.update({str(p.relative_to(ROOT)): words(p.read_text()) for p in (ROOT / "book").rglob("*.md")})
+    seen["corpus.DEV_QUESTIONS"] = words(" ".join(q["question"] + " " + q["evidence"] for q in corpus.DEV_QUESTIONS))
+    held = _heldout_items()
+    assert len(held) >= 15
+    leaks = []
+    for question, evidence in held:
+        for text in (question, evidence):
+            tokens = words(text).split()
+            # any five words in a row that carry at least three content words (not "to the end of the")
+            windows = {" ".join(tokens[i:i + 5]) for i in range(len(tokens) - 4)
+                       if sum(t not in corpus.STOPWORDS and len(t) > 2 for t in tokens[i:i + 5]) >= 3}
+            leaks += [f"{where}: {text[:50]!r}" for where, body in seen.items() if any(w in body for w in windows)]
+    assert not leaks, f"held-out items are visible to learners: {leaks[:5]}"
