@@ -182,7 +182,7 @@ DEV_QUESTIONS: list[dict] = [
     {"question": "How can a function change a variable defined at module level?",
      "evidence": "It would be impossible to assign to a global variable without \"global\"", "topic": "global"},
     {"question": "What is the difference between nonlocal and global?",
-     "evidence": "previously bound variables in the nearest enclosing scope excluding globals", "topic": "nonlocal"},
+     "evidence": "The \"nonlocal\" statement causes the listed identifiers to refer to", "topic": "nonlocal"},
     {"question": "Which values count as false in an if statement?",
      "evidence": "zero of any numeric type", "topic": "truth"},
     {"question": "Why should I not use a mutable list as a default argument value?",
