@@ -111,3 +111,46 @@ def test_cli_lists_models(capsys):
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
     assert "smollm2-135m-instruct" in out and "LABKIT_CHAT_MODEL" in out
+
+
+def test_small_runs_report_their_maximum_not_a_p95():
+    assert [bench.tail_statistic(n) for n in (1, 8, 19, 20, 64)] == ["max", "max", "max", "p95", "p95"]
+    with pytest.raises(ValueError, match="at least one request"):
+        bench.tail_statistic(0)
+
+
+def _run(requests, throughput, e2e_p95, e2e_max):
+    return {"requests": float(requests), "throughput_tok_s": throughput, "ttft_p95_s": e2e_p95 / 4,
+            "ttft_max_s": e2e_max / 4, "e2e_p95_s": e2e_p95, "e2e_max_s": e2e_max}
+
+
+def test_repeats_are_combined_as_median_and_range():
+    row = bench.combine_repeats([_run(8, 30.0, 1.0, 1.5), _run(8, 10.0, 1.1, 3.0), _run(8, 20.0, 0.9, 2.0)])
+    assert row["repeats"] == 3 and row["tail"] == "max"
+    assert (row["throughput_tok_s"], row["throughput_tok_s_min"], row["throughput_tok_s_max"]) == (20.0, 10.0, 30.0)
+    assert (row["e2e_tail_s"], row["e2e_tail_s_min"], row["e2e_tail_s_max"]) == (2.0, 1.5, 3.0), "8 requests: the maximum"
+    assert row["ttft_tail_s"] == 0.5
+    big = bench.combine_repeats([_run(24, 30.0, 1.0, 1.5), _run(24, 40.0, 1.2, 3.0)])
+    assert big["tail"] == "p95" and big["e2e_tail_s"] == pytest.approx(1.1) and big["throughput_tok_s"] == 35.0
+    with pytest.raises(ValueError, match="no runs"):
+        bench.combine_repeats([])
+    with pytest.raises(ValueError, match="same number of requests"):
+        bench.combine_repeats([_run(8, 1.0, 1.0, 1.0), _run(24, 1.0, 1.0, 1.0)])
+
+
+def test_recorded_vllm_streams_are_consistent():
+    """The streams lab 4's hidden checks replay: real chunk timings that agree with their derived numbers."""
+    traces = bench.recorded_stream_traces()
+    assert "vllm" in traces["recorded"] and "AMD EPYC" in traces["recorded"]
+    assert "Q4_1" in traces["model"]["what"]
+    requests = traces["requests"]
+    assert len(requests) >= 4 and traces["wall_s"] >= max(r["e2e_s"] for r in requests) * 0.9
+    for request in requests:
+        times = [at for at, _, _ in request["chunks"]]
+        assert times == sorted(times), "chunks arrive in order"
+        texts = [chunk for chunk in request["chunks"] if chunk[1]]
+        assert request["chunks"][-1][2] == request["output_tokens"], "the last chunk carries the server's count"
+        assert len(request["itl_s"]) == request["output_tokens"] - 1
+        assert request["ttft_s"] == pytest.approx(texts[0][0], abs=0.01)
+        assert sum(request["itl_s"]) == pytest.approx(texts[-1][0] - texts[0][0], abs=0.01)
+        assert request["e2e_s"] >= request["chunks"][-1][0] - 0.01

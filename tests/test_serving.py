@@ -229,3 +229,14 @@ def _group(process):
         return os.getpgid(process.pid)
     except OSError:
         return None
+
+
+def test_no_batching_control_is_the_same_engine_with_one_sequence(monkeypatch):
+    """Lab 4's control: the same vLLM command, only --max-num-seqs differs."""
+    monkeypatch.setattr(serving, "vllm_python", lambda: "python")
+    batching = serving.vllm_server(model="/models/base", port=8001, max_num_seqs=16)
+    control = serving.vllm_server(model="/models/base", port=8001, max_num_seqs=1)
+    assert control.command[control.command.index("--max-num-seqs") + 1] == "1"
+    differing = [(a, b) for a, b in zip(batching.command, control.command) if a != b]
+    assert differing == [("16", "1")] and len(batching.command) == len(control.command)
+    assert control.env == batching.env and control.extra_body == batching.extra_body == {"ignore_eos": True}
