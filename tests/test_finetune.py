@@ -17,11 +17,50 @@ def test_dataset_is_reproducible_and_splits_are_disjoint():
     first = finetune.toolcall_dataset(60, 20, 30, seed=1)
     again = finetune.toolcall_dataset(60, 20, 30, seed=1)
     other = finetune.toolcall_dataset(60, 20, 30, seed=2)
-    assert {k: len(v) for k, v in first.items()} == {"train": 60, "dev": 20, "test": 30}
-    assert first["test"]["request"] == again["test"]["request"]
-    assert first["test"]["request"] != other["test"]["request"]
-    texts = [set(first[name]["request"]) for name in ("train", "dev", "test")]
-    assert sum(map(len, texts)) == 110 and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+    assert {k: len(v) for k, v in first.items()} == {"train": 60, "dev": 20, "test": 30, "test_unseen": 120}
+    for name in first:
+        assert first[name]["request"] == again[name]["request"]
+        assert first[name]["request"] != other[name]["request"]
+    texts = [set(first[name]["request"]) for name in ("train", "dev", "test", "test_unseen")]
+    assert sum(map(len, texts)) == 230 and len(set().union(*texts)) == 230, "no request in two splits"
+
+
+def test_the_unseen_split_leaves_the_other_splits_as_they_were():
+    with_unseen = finetune.toolcall_dataset(60, 20, 30, seed=1, n_unseen=40)
+    without = finetune.toolcall_dataset(60, 20, 30, seed=1, n_unseen=0)
+    assert set(without) == {"train", "dev", "test"} and len(with_unseen["test_unseen"]) == 40
+    for name in without:
+        assert with_unseen[name].to_list() == without[name].to_list()
+
+
+def _template_pattern(template):
+    """A regex for requests made from ``template``, with any prefix and suffix around it."""
+    import re
+
+    parts = re.split(r"\{\w+\}", template)
+    return re.compile(".*" + ".+".join(map(re.escape, parts)) + ".*", re.S)
+
+
+def test_reserved_templates_and_aliases_appear_only_in_test_unseen():
+    data = finetune.toolcall_dataset(400, 60, 120, seed=0)
+    reserved = [_template_pattern(t) for ts in finetune.UNSEEN_TEMPLATES.values() for t in ts]
+    seen_templates = [_template_pattern(t) for ts in finetune.TEMPLATES.values() for t in ts]
+    aliases = [a for names in finetune.UNSEEN_SERVICE_ALIASES.values() for a in names]
+    for name in ("train", "dev", "test"):
+        for request in data[name]["request"]:
+            assert not any(p.fullmatch(request) for p in reserved), f"{name} uses a reserved template: {request!r}"
+            assert not any(a in request for a in aliases), f"{name} uses a reserved alias: {request!r}"
+    unseen = data["test_unseen"]
+    assert all(any(p.fullmatch(r) for p in reserved) for r in unseen["request"])
+    assert not any(any(p.fullmatch(r) for p in seen_templates) for r in unseen["request"]), "reserved templates are new"
+    with_alias = sum(any(a in r for a in aliases) for r in unseen["request"])
+    assert 0.15 * len(unseen) < with_alias < 0.6 * len(unseen), with_alias
+    assert set(unseen["tool"]) == set(finetune.TOOLS)
+    for row in unseen:  # the gold calls use the canonical names, whatever alias the request used
+        call = finetune.check_example(row)
+        assert call["args"].get("service", "checkout") in finetune.SERVICES
+    assert set(finetune.UNSEEN_SERVICE_ALIASES) == set(finetune.SERVICES)
+    assert set(finetune.UNSEEN_TEMPLATES) == set(finetune.TOOLS)
 
 
 def test_every_generated_example_fits_the_tool_schema():
@@ -56,6 +95,8 @@ def test_malformed_examples_are_named(bad, message):
 def test_sizes_are_checked():
     with pytest.raises(ValueError):
         finetune.toolcall_dataset(0, 1, 1)
+    with pytest.raises(ValueError, match="n_unseen"):
+        finetune.toolcall_dataset(1, 1, 1, n_unseen=-1)
 
 
 def test_messages_carry_the_system_prompt():
@@ -63,6 +104,10 @@ def test_messages_carry_the_system_prompt():
     assert [t["role"] for t in turns] == ["system", "user", "assistant"]
     assert all(name in turns[0]["content"] for name in finetune.TOOLS)
     assert len(finetune.messages("restart auth")) == 2
+    shots = [("bounce auth in tokyo", '{"tool": "restart_service"}'), ("scale sso to 3", '{"tool": "scale_service"}')]
+    few = finetune.messages("restart auth", examples=shots)
+    assert [t["role"] for t in few] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert few[1]["content"] == shots[0][0] and few[4]["content"] == shots[1][1] and few[-1]["content"] == "restart auth"
 
 
 # --- a tiny model, adapters and training ----------------------------------------------

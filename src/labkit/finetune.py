@@ -4,7 +4,9 @@
   ("roll billing back to release 2.4.1") into one call of a fixed set of tools
   (``{"tool": "rollback", "args": {"service": "payments", "version": "2.4.1"}}``), with
   arguments to normalise (service aliases, region names, durations, numbers in words).
-  Generated with a seed and split into train, dev and test with the ``datasets`` library.
+  Generated with a seed and split into train, dev and test with the ``datasets`` library,
+  plus ``test_unseen``: requests phrased with templates and service aliases that no other
+  split uses, to measure whether the tuned model generalises beyond the phrasings it saw.
 - ``train_and_save``: runs a ``transformers.Trainer`` while measuring wall time, peak memory
   and tokens per second, and writes the adapter only when training finished.
 - ``save_adapter`` / ``load_adapter``: an adapter is written to a temporary folder and
@@ -118,6 +120,36 @@ TEMPLATES = {
         "alert {team}, {urgency}",
     ],
 }
+# Held back for the ``test_unseen`` split: phrasings and aliases that train, dev and test never use.
+UNSEEN_TEMPLATES = {
+    "search_logs": [
+        "find {level} in {service} logs from the past {duration}",
+        "{service}: list {level}, last {duration}",
+    ],
+    "restart_service": [
+        "please reboot {service} pods in {region}",
+        "{region}: {service} needs a restart",
+    ],
+    "scale_service": [
+        "increase {service} to {replicas} replicas",
+        "change the replica count of {service} to {replicas}",
+    ],
+    "rollback": [
+        "undo the last deploy of {service}, back to {version}",
+        "downgrade {service} to {version}",
+    ],
+    "page_oncall": [
+        "notify {team} on-call, {urgency}",
+        "we need {team} here, {urgency}",
+    ],
+}
+UNSEEN_SERVICE_ALIASES = {
+    "checkout": ["checkout-api", "the basket service"],
+    "payments": ["payments-svc", "the billing service"],
+    "search": ["search-api", "the search service"],
+    "auth": ["auth-svc", "the sso service"],
+    "inventory": ["inventory-api", "the stock api"],
+}
 PREFIXES = ["", "", "", "hey, ", "pls ", "quick one: ", "@opsbot "]
 SUFFIXES = ["", "", "", " thanks", " please", "!", " ty"]
 
@@ -147,15 +179,20 @@ def _pick(rng: random.Random, table: dict):
     return canonical, rng.choice(table[canonical])
 
 
-def make_example(rng: random.Random) -> dict:
-    """One random request and its gold call: ``{"request", "tool", "call"}`` (``call`` is JSON text)."""
+def make_example(rng: random.Random, templates: dict | None = None, services: dict | None = None) -> dict:
+    """One random request and its gold call: ``{"request", "tool", "call"}`` (``call`` is JSON text).
+
+    ``templates`` and ``services`` default to the tables train, dev and test are drawn from.
+    """
+    templates = TEMPLATES if templates is None else templates
+    services = SERVICES if services is None else services
     tool = rng.choice(list(TOOLS))
     said, args = {}, {}
     if tool == "page_oncall":
         args["team"], said["team"] = _pick(rng, TEAMS)
         args["urgency"], said["urgency"] = _pick(rng, URGENCIES)
     else:
-        args["service"], said["service"] = _pick(rng, SERVICES)
+        args["service"], said["service"] = _pick(rng, services)
     if tool == "search_logs":
         args["minutes"], said["duration"] = _pick(rng, DURATIONS)
         args["level"], said["level"] = _pick(rng, LEVELS)
@@ -165,7 +202,7 @@ def make_example(rng: random.Random) -> dict:
         args["replicas"], said["replicas"] = _replicas(rng)
     elif tool == "rollback":
         args["version"], said["version"] = _version(rng)
-    request = rng.choice(PREFIXES) + rng.choice(TEMPLATES[tool]).format(**said) + rng.choice(SUFFIXES)
+    request = rng.choice(PREFIXES) + rng.choice(templates[tool]).format(**said) + rng.choice(SUFFIXES)
     call = {"tool": tool, "args": {name: args[name] for name in TOOLS[tool]}}
     return {"request": request, "tool": tool, "call": json.dumps(call)}
 
@@ -190,37 +227,57 @@ def check_example(example) -> dict:
     return call
 
 
-def toolcall_dataset(n_train: int = 400, n_dev: int = 60, n_test: int = 120, seed: int = 0):
-    """A ``datasets.DatasetDict`` with ``train``, ``dev`` and ``test`` splits of distinct requests.
-
-    The same seed gives the same splits. No request text appears in two splits, so the test
-    split is made of requests the model never saw in training; keep it for the final number.
-    """
-    from datasets import Dataset, DatasetDict
-
-    total = n_train + n_dev + n_test
-    if min(n_train, n_dev, n_test) < 1:
-        raise ValueError("every split needs at least one example")
-    rng = random.Random(seed)
-    rows, seen = [], set()
-    for _ in range(total * 50):
-        row = make_example(rng)
+def _distinct_rows(rng: random.Random, count: int, seen: set, **tables) -> list[dict]:
+    rows = []
+    for _ in range(count * 50):
+        row = make_example(rng, **tables)
         if row["request"] not in seen:
             seen.add(row["request"])
             rows.append(row)
-            if len(rows) == total:
-                break
-    else:
-        raise ValueError(f"could not generate {total} distinct requests; ask for fewer")
+            if len(rows) == count:
+                return rows
+    raise ValueError(f"could not generate {count} distinct requests; ask for fewer")
+
+
+def toolcall_dataset(n_train: int = 400, n_dev: int = 60, n_test: int = 120, seed: int = 0, n_unseen: int = 120):
+    """A ``datasets.DatasetDict`` with ``train``, ``dev``, ``test`` and ``test_unseen`` splits.
+
+    The same seed gives the same splits. No request text appears in two splits, so the test
+    split is made of requests the model never saw in training; keep it for the final number.
+    ``test`` is drawn from the same templates and aliases as ``train`` (in-distribution);
+    ``test_unseen`` uses only ``UNSEEN_TEMPLATES`` and, for about a third of its services,
+    ``UNSEEN_SERVICE_ALIASES``, which no other split contains: a test of generalisation.
+    ``n_unseen=0`` leaves that split out. Train, dev and test do not depend on ``n_unseen``.
+    """
+    from datasets import Dataset, DatasetDict
+
+    if min(n_train, n_dev, n_test) < 1 or n_unseen < 0:
+        raise ValueError("train, dev and test need at least one example each, and n_unseen can't be negative")
+    seen: set = set()
+    rows = _distinct_rows(random.Random(seed), n_train + n_dev + n_test, seen)
     full = Dataset.from_list(rows)
     first = full.train_test_split(test_size=n_test, shuffle=True, seed=seed)
     second = first["train"].train_test_split(test_size=n_dev, shuffle=True, seed=seed)
-    return DatasetDict(train=second["train"], dev=second["test"], test=first["test"])
+    splits = DatasetDict(train=second["train"], dev=second["test"], test=first["test"])
+    if n_unseen:
+        wider = {name: SERVICES[name] + UNSEEN_SERVICE_ALIASES[name] for name in SERVICES}
+        # A stream of its own, so the other splits stay exactly what they were for this seed.
+        unseen = _distinct_rows(random.Random(f"unseen-{seed}"), n_unseen, seen,
+                                templates=UNSEEN_TEMPLATES, services=wider)
+        splits["test_unseen"] = Dataset.from_list(unseen)
+    return splits
 
 
-def messages(request: str, answer: str | None = None) -> list[dict]:
-    """The chat messages for one request: system prompt, user request and, for training, the answer."""
-    turns = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": request}]
+def messages(request: str, answer: str | None = None, examples=()) -> list[dict]:
+    """The chat messages for one request: system prompt, user request and, for training, the answer.
+
+    ``examples`` is a sequence of ``(request, call)`` pairs shown before the request as earlier
+    turns of the conversation: a few-shot prompt.
+    """
+    turns = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for shown_request, shown_call in examples:
+        turns += [{"role": "user", "content": shown_request}, {"role": "assistant", "content": shown_call}]
+    turns.append({"role": "user", "content": request})
     if answer is not None:
         turns.append({"role": "assistant", "content": answer})
     return turns
@@ -230,8 +287,12 @@ def messages(request: str, answer: str | None = None) -> list[dict]:
 # Generation, for evaluating a model before and after tuning
 # ---------------------------------------------------------------------------------------
 
-def generate(model, tokenizer, requests: list[str], max_new_tokens: int = 48, batch_size: int = 16) -> list[str]:
-    """Greedy replies of ``model`` to each request (with the task's system prompt), in order."""
+def generate(model, tokenizer, requests: list[str], max_new_tokens: int = 48, batch_size: int = 16,
+             examples=()) -> list[str]:
+    """Greedy replies of ``model`` to each request (with the task's system prompt), in order.
+
+    ``examples``: ``(request, call)`` pairs put before each request (see ``messages``).
+    """
     import torch
 
     old_side = tokenizer.padding_side
@@ -239,7 +300,8 @@ def generate(model, tokenizer, requests: list[str], max_new_tokens: int = 48, ba
     replies = []
     try:
         for start in range(0, len(requests), batch_size):
-            prompts = [tokenizer.apply_chat_template(messages(r), tokenize=False, add_generation_prompt=True)
+            prompts = [tokenizer.apply_chat_template(messages(r, examples=examples), tokenize=False,
+                                                     add_generation_prompt=True)
                        for r in requests[start:start + batch_size]]
             inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad(), _autocast(model):
