@@ -33,7 +33,7 @@ _log, _connect = os.environ["LABKIT_CONNECTION_LOG"], socket.socket.connect
 def _logged_connect(self, address):
     where = address if isinstance(address, (str, bytes)) else address[0]
     with open(_log, "a") as log:
-        log.write(f"{self.family.name} {where!r}\\n")
+        log.write(f"{self.family.name} {where!r} {self.type.name}\\n")
     return _connect(self, address)
 socket.socket.connect = _logged_connect
 """
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         print(f"   {name:<38} accuracy {s['accuracy']:5.1%} [{s['accuracy_ci'][0]:5.1%}, {s['accuracy_ci'][1]:5.1%}]  "
               f"{s['seconds'] / s['tasks']:.2f} s/task  wrong: {s['why_wrong']}")
     print(f"   framework: {found['framework']}")
-    remote = sorted({c for c in connections if not c.startswith("AF_UNIX") and c.split(" ", 1)[1] not in LOOPBACK})
+    remote = sorted({c for c in connections if not c.startswith("AF_UNIX") and c.split(" ")[1] not in LOOPBACK})
     print(f"   network audit: {len(connections)} connections, "
           + (f"NOT LOCAL: {remote}" if remote else "every one to 127.0.0.1 or a local socket"))
     gate = found["regression_gate"]

