@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,26 +29,32 @@ def run(mode: str, out: Path, timeout: int) -> dict:
     lab = run_notebook(LAB, out / mode / LAB.name, timeout=timeout, quick=(mode == "quick"),
                        extra_env={"LABKIT_RESULTS": str(results)})
     numbers = json.loads((results / "05_lora_finetune.json").read_text())
-    return {"mode": mode, "lab_wall_s": lab.wall_s, "lab_peak_mib": lab.peak_mb, **numbers}
+    # The machine may be shared: the load average at the end says how far to trust the times.
+    return {"mode": mode, "lab_wall_s": lab.wall_s, "lab_peak_mib": lab.peak_mb,
+            "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()], **numbers}
 
 
 def show(r: dict) -> None:
     def ci(t):
-        return f"{t[0]:6.1%} [{t[1]:6.1%}, {t[2]:6.1%}]"
+        return f"{t[0]:+6.1%} [{t[1]:+6.1%}, {t[2]:+6.1%}]"
 
-    print(f"\n== {r['mode']} mode, {r['hardware']}, {r['model']}")
-    print(f"  whole lab:            {r['lab_wall_s']:7.1f} s wall, peak memory {r['lab_peak_mib']:6.0f} MiB")
+    print(f"\n== {r['mode']} mode, {r['hardware']}, {r['precision']}")
+    print(f"  model                 {r['model']['what']}")
+    print(f"  whole lab:            {r['lab_wall_s']:7.1f} s wall, peak memory {r['lab_peak_mib']:6.0f} MiB, "
+          f"load average at the end {r['load_average_1_5_15']}")
     dev = ", ".join(f"{name} {exact:.0%}" for name, exact in r["dev_exact"].items())
     print(f"  dev exact match       {dev} (n={r['dev_n']}); chosen: {r['chosen_on_dev']}")
-    print(f"  held-out exact match  before {ci(r['exact_before'])}  after {ci(r['exact_after'])}  "
-          f"(n={r['heldout_n']}, 95% bootstrap CIs)")
-    print(f"  paired gain           {r['gain'][0]:+6.1%} [{r['gain'][1]:+6.1%}, {r['gain'][2]:+6.1%}]")
+    for split, numbers in r["heldout"].items():
+        print(f"  {split:<12} n={numbers['n']:<4} base {ci(numbers['base'])}  few-shot {ci(numbers['few_shot'])}  "
+              f"tuned {ci(numbers['tuned'])}  (Wilson 95%)")
+        print(f"  {'':<19} gain over base {ci(numbers['gain_over_base'])}, over few-shot "
+              f"{ci(numbers['gain_over_few_shot'])} (paired bootstrap 95%)")
     print(f"  training (chosen run) {r['train_steps']} steps, {r['train_wall_s']:.1f} s, "
           f"{r['train_tokens_per_s']:.0f} tokens/s, peak memory {r['peak_memory_mib']} MiB")
     print(f"  adapter on disk       {r['adapter_mib']:.2f} MiB")
     served = r.get("served_by_vllm")
     if served:
-        print(f"  served by vLLM        first {served['requests']} held-out requests, 8 in flight: adapter exact "
+        print(f"  served by vLLM        first {served['requests']} test requests, 8 in flight: adapter exact "
               f"{served['toolcalls']['exact']:.0%} (in-process {served['in_process_exact']:.0%}), "
               f"{served['toolcalls']['tokens_per_s']:.0f} tok/s; base model from the same server "
               f"{served['chat']['tokens_per_s']:.0f} tok/s; identical replies {served['identical_replies']:.0%}")
