@@ -11,11 +11,19 @@ def _prepare(args) -> int:
 
     for name, where in models.prepare(force=args.force, install=args.install).items():
         print(f"ready: {name:<24} {where}")
+    from . import upstream
+
+    status = 0
+    try:  # lab 9's upstream project: its pinned sdist, fetched from the package index once
+        print(f"ready: {upstream.PINNED.requirement + ' sdist':<24} {upstream.fetch_sdist()}")
+    except upstream.SdistUnavailable as error:
+        print(f"not ready: {error}", file=sys.stderr)
+        status = 1
     if args.serving:
         from . import serving
 
         print(f"ready: {'vllm':<24} {serving.install_vllm()}")
-    return 0
+    return status
 
 
 def _hardware(args) -> int:
