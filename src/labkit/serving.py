@@ -101,6 +101,8 @@ def _stop_all():
 class ManagedServer:
     """A server process on 127.0.0.1 that is healthy inside the ``with`` block and gone after it."""
 
+    health_path = "/health"  # answers 200 once the server can take requests
+
     def __init__(self, name: str, command: list[str], port: int, env: dict | None = None,
                  startup_timeout: float = 600, log_path: str | Path | None = None, served_model: str = "",
                  extra_body: dict | None = None):
@@ -158,7 +160,7 @@ class ManagedServer:
                 raise ServerError(f"the {self.name} server exited with code {code} before it was healthy.\n"
                                   f"Last lines of its log ({self.log_path}):\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.base_url}{self.health_path}", timeout=2) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
