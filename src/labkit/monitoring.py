@@ -154,7 +154,11 @@ class PrometheusServer(ManagedServer):
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as error:  # 400/422: a bad query; the body says why
-            body = json.loads(error.read() or b"{}")
+            text = error.read().decode(errors="replace")
+            try:
+                body = json.loads(text)
+            except json.JSONDecodeError:
+                body = {"errorType": f"HTTP {error.code}", "error": text[:500]}
         except (urllib.error.URLError, OSError) as error:
             raise MonitoringError(f"Prometheus at {self.base_url} did not answer ({error}).\n"
                                   f"Last lines of its log:\n{self.log_tail(15)}") from error
