@@ -125,7 +125,7 @@ def fetch_sdist(spec: Upstream = PINNED, *, download: bool = True, timeout: floa
             run = None
         found = list(Path(folder).glob(f"{spec.name}-{spec.version}.tar.gz"))
         if run is None or run.returncode != 0 or not found:
-            said = "timed out" if run is None else (run.stderr or run.stdout).strip().splitlines()[-3:]
+            said = "timed out" if run is None else " | ".join((run.stderr or run.stdout).strip().splitlines()[-3:])
             raise SdistUnavailable(
                 f"could not download the sdist of {spec.requirement} from the package index ({said}). "
                 f"On a machine that can reach it, run `{command}`; it caches {spec.sdist_name} in {target.parent}.")
