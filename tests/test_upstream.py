@@ -5,6 +5,7 @@ The tests that unpack the project read the sdist from labkit's cache, where `lab
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def test_a_cached_file_with_the_wrong_hash_is_not_used(tmp_path, monkeypatch):
 
 def test_a_failed_download_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)                   # no mirrors from a pip.conf
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")   # nothing listens there
     monkeypatch.setenv("PIP_RETRIES", "0")
     with pytest.raises(upstream.SdistUnavailable, match="labkit prepare"):

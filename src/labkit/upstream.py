@@ -153,7 +153,14 @@ def fresh_repo(dest: Path, spec: Upstream = PINNED) -> Path:
     archive = fetch_sdist(spec, download=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as folder, tarfile.open(archive) as tar:
-        tar.extractall(folder, filter="data")   # refuses absolute paths and links that leave the folder
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(folder, filter="data")   # refuses absolute paths and links that leave the folder
+        else:  # Python 3.11.0-3.11.3 lack extraction filters: check the members by hand
+            unsafe = [m.name for m in tar.getmembers() if m.name.startswith("/") or ".." in Path(m.name).parts
+                      or m.issym() or m.islnk() or m.isdev()]
+            if unsafe:
+                raise UpstreamError(f"{archive.name} holds entries that would leave its folder: {unsafe[:3]}")
+            tar.extractall(folder)
         shutil.move(str(Path(folder) / f"{spec.name}-{spec.version}"), dest)
     git(dest, "init", "--quiet", "--initial-branch=main")
     # The environment and test byproducts stay out of every commit and patch.
