@@ -129,3 +129,15 @@ def test_render_html_names_a_missing_figure(tmp_path):
     with pytest.raises(ArtefactError, match="missing.png"):
         portfolio.render_html("![x](missing.png)", tmp_path / "r.html", title="r")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_an_artefact_of_your_own_project_reads_the_same_way(tmp_path):
+    own = portfolio.Artefact(lab="my_project", path=tmp_path / "my_project.json",
+                             data={"mode": "student", "p95_ms": 41.5, "note": "x"}, written_at=1.0,
+                             figures={"latency.png": tmp_path / "latency.png"})
+    assert own.outputs is None and own.quick_mode is False and own.number("p95_ms") == 41.5
+    assert own.figure() == tmp_path / "latency.png"
+    with pytest.raises(ArtefactError, match=r"my_project.json has no \['p99_ms'\].*my_project"):
+        own.number("p99_ms")
+    with pytest.raises(ArtefactError, match="no figure called 'other.png'"):
+        own.figure("other.png")
