@@ -6,7 +6,10 @@ For each lab, three learners hand in that notebook through `nbgrader zip_collect
 - `untouched` hands in the student copy as released: every graded cell must score zero,
   which proves each test can fail;
 - `tamperer` hands in the student copy with its test cells gutted, one deleted, and answers
-  that claim to equal anything: it must still score zero.
+  that claim to equal anything: it must still score zero;
+- `breakNx` hands in the reference with only its N-th exercise put back to the released stub:
+  it must lose exactly the points of the graded cells that check that exercise (its own
+  tests, and any end-to-end check declared in SHARED_CHECKS), and keep every other point.
 Each is autograded on its own (`nbgrader autograde --student`), timed, and then feedback
 and the grade export are checked for the whole course.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -42,6 +46,54 @@ class _Anything:
     def __bool__(self): return True
 """
 LEARNERS = ("reference", "untouched", "tamperer")
+
+# End-to-end checks that rightly depend on more than the exercise just above them:
+# {lab: {graded cell: exercises it also runs}}. Every other graded cell checks one exercise.
+SHARED_CHECKS: dict[str, dict[str, set[str]]] = {
+    "01_embeddings": {"test_top_k": {"cosine_matrix"}, "test_eval_result": {"cosine_matrix", "top_k"}},
+    "02_vector_search": {"test_query_uses_index": {"fixed_size_chunks", "recursive_chunks", "pgvector_top_k"}},
+    "03_rag_with_eval": {"test_dev_scores": {"retrieval_metrics", "ndcg_at_k"},
+                         "test_heldout": {"retrieval_metrics", "reciprocal_rank_fusion"}},
+}
+
+# Every broken-exercise submission is a whole quick-mode run of its lab. The labs that start a
+# model server (one vLLM start per run) are proven this way only with LABKIT_PROVE_ISOLATION=all.
+SERVER_LABS = {"04_serve_with_vllm", "06_agent_with_eval", "07_ship_and_monitor"}
+
+
+def isolation_labs() -> list[Path]:
+    every = os.environ.get("LABKIT_PROVE_ISOLATION", "") == "all"
+    return [lab for lab in SOURCE_LABS if every or lab.stem not in SERVER_LABS]
+
+
+def exercises(source: dict) -> list[tuple[str, set[str]]]:
+    """(exercise id, graded cells that check it) in notebook order. An exercise's own checks are
+    the graded cells between it and the next exercise; SHARED_CHECKS adds the end-to-end ones."""
+    found: list[tuple[str, set[str]]] = []
+    for cell in source["cells"]:
+        meta = cell["metadata"].get("nbgrader", {})
+        if meta.get("solution") and cell["cell_type"] == "code":
+            found.append((meta["grade_id"], set()))
+        elif meta.get("grade") and found:
+            found[-1][1].add(meta["grade_id"])
+    return found
+
+
+def broken(source: dict, release: dict, exercise: str) -> dict:
+    """The reference notebook with one exercise replaced by the released stub of that exercise."""
+    stubs = {c["metadata"]["nbgrader"]["grade_id"]: c for c in release["cells"]
+             if c["metadata"].get("nbgrader", {}).get("solution")}
+    nb = json.loads(json.dumps(source))
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == exercise:
+            cell["source"] = stubs[exercise]["source"]
+    return nb
+
+
+def breakers(lab: Path) -> list[str]:
+    if lab not in isolation_labs():
+        return []
+    return [f"break{k}x" for k in range(len(exercises(json.loads(lab.read_text()))))]
 
 
 def tampered(student_copy: dict) -> dict:
@@ -77,6 +129,10 @@ def collected(course_copy):
             shutil.copy(release, archive / f"{student_id('untouched', lab)}_{lab.name}")
             cheat = tampered(json.loads(release.read_text()))
             (archive / f"{student_id('tamperer', lab)}_{lab.name}").write_text(json.dumps(cheat, indent=1))
+            source = json.loads(lab.read_text())
+            for learner, (exercise, _) in zip(breakers(lab), exercises(source)):
+                one_broken = broken(source, json.loads(release.read_text()), exercise)
+                (archive / f"{student_id(learner, lab)}_{lab.name}").write_text(json.dumps(one_broken, indent=1))
         nbgrader(course_copy, "zip_collect", phase, "--force")
     return course_copy
 
@@ -155,6 +211,23 @@ def test_tampering_gains_nothing(graded, lab):
     assert not gained, f"edited or deleted tests or always-equal answers earned points: {gained}"
 
 
+@pytest.mark.parametrize("lab", isolation_labs(), ids=lambda p: p.stem)
+def test_breaking_one_exercise_loses_exactly_its_points(graded, lab):
+    reference = graded(lab, "reference")
+    shared = SHARED_CHECKS.get(lab.stem, {})
+    wrong = []
+    for learner, (exercise, own) in zip(breakers(lab), exercises(json.loads(lab.read_text()))):
+        expected = own | {check for check, uses in shared.items() if exercise in uses}
+        scores = graded(lab, learner)
+        lost = {k for k, (score, max_score) in scores.items() if score < max_score}
+        partly = {k: v for k, v in scores.items() if k in expected and v[0] != 0}
+        if lost != expected or partly:
+            wrong.append(f"breaking {exercise} lost {sorted(lost)}, expected {sorted(expected)} "
+                         f"(points kept where all should go: {partly})")
+        assert scores.keys() == reference.keys()
+    assert not wrong, f"{lab.name}: a graded cell's points depend on the wrong exercises:\n" + "\n".join(wrong)
+
+
 def hidden_lines(source_notebook: Path) -> list[str]:
     """The distinctive lines of a source notebook's hidden tests: the markers, and the long
     lines that appear nowhere else in the notebook (a line also shown to learners is no leak)."""
@@ -174,7 +247,7 @@ def hidden_lines(source_notebook: Path) -> list[str]:
 def test_feedback_hides_hidden_tests_and_export_has_every_grade(collected, graded):
     autograder = collected / "autograder"
     for lab in SOURCE_LABS:
-        for learner in LEARNERS:
+        for learner in LEARNERS + tuple(breakers(lab)):
             graded(lab, learner)
     for phase in sorted({lab.parent.name for lab in SOURCE_LABS}):
         nbgrader(collected, "generate_feedback", phase, "--force")
@@ -197,6 +270,7 @@ def test_feedback_hides_hidden_tests_and_export_has_every_grade(collected, grade
     # Every handed-in lab, the tampered ones included, was really graded: no zero hides a crash.
     handed_in = {(row.student_id, row.notebook): row for row in grading.grade_report(autograder)
                  if row.status != "not submitted"}
-    assert {(student_id(learner, lab), lab.stem) for lab in SOURCE_LABS for learner in LEARNERS} == set(handed_in)
+    assert {(student_id(learner, lab), lab.stem) for lab in SOURCE_LABS
+            for learner in LEARNERS + tuple(breakers(lab))} == set(handed_in)
     assert {row.status for row in handed_in.values()} == {"graded"}, \
         [f"{key}: {row.status} {row.detail}" for key, row in handed_in.items() if row.status != "graded"]
