@@ -187,6 +187,37 @@ def block_in(path: Path) -> str:
     return code[:code.find(END) + len(END)]
 
 
+class MemoryShortage(RuntimeError):
+    """The runtime has less memory than the lab needs (Binder gives each session 1 to 2 GiB)."""
+
+
+def memory_limit_gib() -> float:
+    """The memory this runtime may use, in GiB: the smallest of Binder's MEM_LIMIT, the
+    container's cgroup limit (v2 or v1) and the machine's total."""
+    import psutil
+
+    limits = [psutil.virtual_memory().total]
+    if os.environ.get("MEM_LIMIT", "").isdigit():
+        limits.append(int(os.environ["MEM_LIMIT"]))
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # cgroup v1 writes a huge number for "no limit"
+            limits.append(int(text))
+    return min(limits) / 2**30
+
+
+def require_memory(gib: float, what: str) -> None:
+    """Stop at the top of a lab, before any work, where the runtime cannot hold what it runs."""
+    have = memory_limit_gib()
+    if have < gib:
+        where = " (a Binder session gets 1 to 2 GiB)" if os.environ.get("BINDER_LAUNCH_HOST") or os.environ.get("MEM_LIMIT") else ""
+        raise MemoryShortage(f"This lab needs about {gib:g} GiB of memory for {what}; this runtime has {have:.1f} GiB{where}. "
+                             "Run it on your own machine (bash .ci/setup) or on Colab; your edits in this notebook are kept.")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["apply", "check", "show"])
