@@ -1,8 +1,11 @@
 """A real documentation corpus, available offline, and the pieces an eval set needs.
 
-The corpus is the Python language reference as the interpreter itself ships it for
-``help()``: ``pydoc_data.topics`` holds 79 topics (``for``, ``try``, ``typesmapping``...),
-about 465k characters. Nobody on the course wrote it, and nothing is downloaded.
+The corpus is the Python language reference as CPython ships it for ``help()``:
+``pydoc_data.topics`` holds 79 topics (``for``, ``try``, ``typesmapping``...), about 465k
+characters. Nobody on the course wrote it, and nothing is downloaded. Its wording changes
+between Python versions (3.12 and 3.13 reworded many topics), so the course ships one copy,
+taken from CPython 3.11.7 (``data/pydoc_topics.json``, under the Python Software Foundation
+License, source and notice inside), and every interpreter reads that copy.
 
 An eval question names its gold passage by a short *evidence* string, a phrase copied
 from the documentation, rather than by a passage number: passage numbers move when the
@@ -13,6 +16,9 @@ and the document, when it is not there.
 """
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import json
 import re
 
 # Topics every quick-mode run keeps: the ones the course's questions are about, plus
@@ -27,15 +33,11 @@ QUICK_TOPICS = (
 
 
 def python_doc_topics(names=None) -> dict[str, str]:
-    """``{topic name: text}`` from ``pydoc_data.topics``, sorted by name.
+    """``{topic name: text}`` from the course's copy of ``pydoc_data.topics``, sorted by name.
 
     ``names`` keeps only those topics (a ``ValueError`` names any that do not exist).
     """
-    try:
-        from pydoc_data.topics import topics
-    except ImportError as error:  # some trimmed Python builds leave pydoc_data out
-        raise RuntimeError("This Python has no pydoc_data module (a trimmed build). "
-                           "Fix: use a full CPython, such as the course's .venv or Colab.") from error
+    topics = _shipped_topics()
     if names is not None:
         names = list(names)
         missing = sorted(set(names) - set(topics))
@@ -43,6 +45,12 @@ def python_doc_topics(names=None) -> dict[str, str]:
             raise ValueError(f"unknown pydoc topics: {missing}; see sorted(pydoc_data.topics.topics)")
         return {name: topics[name] for name in sorted(set(names))}
     return dict(sorted(topics.items()))
+
+
+@functools.cache
+def _shipped_topics() -> dict[str, str]:
+    shipped = importlib.resources.files("labkit") / "data" / "pydoc_topics.json"
+    return json.loads(shipped.read_text(encoding="utf-8"))["topics"]
 
 
 def normalise(text: str) -> str:
