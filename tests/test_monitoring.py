@@ -134,8 +134,10 @@ def test_prometheus_scrapes_and_answers_promql(tmp_path):
 @needs_prometheus
 def test_prometheus_that_cannot_start_shows_its_log(tmp_path):
     (tmp_path / "data").write_text("a file where the database folder should be")
+    broken = monitoring.PrometheusServer({"demo": "127.0.0.1:9"}, folder=tmp_path, startup_timeout=30)
     with pytest.raises(monitoring.MonitoringError, match="Last lines of its log"):
-        monitoring.PrometheusServer({"demo": "127.0.0.1:9"}, folder=tmp_path, startup_timeout=30).start()
+        broken.start()
+    assert not broken.running and broken.process is None, "a failed start leaves no process behind"
     with pytest.raises(monitoring.MonitoringError, match="promtool rejects"):
         monitoring.PrometheusServer({"demo": "127.0.0.1:9"}, folder=tmp_path / "bad",
                                     rules={"groups": [{"name": "x", "rules": [{"alert": "A", "expr": "up("}]}]}).start()
