@@ -61,14 +61,14 @@ def _course_setup(repository="{repository}", ref="{ref}"):
 
     before = versions()
     print(f"Installing the course's package from {{repository}} at {{ref}} (a few minutes, once per runtime)")
-    for step in ([sys.executable, "-m", "pip", "install", "--quiet", f"labkit[colab] @ git+{{repository}}@{{ref}}"],
+    for step in ([sys.executable, "-m", "pip", "install", "--quiet", "--no-color", f"labkit[colab] @ git+{{repository}}@{{ref}}"],
                  [sys.executable, "-m", "labkit.cli", "prepare", "--install"]):
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"`{{' '.join(step[2:])}}` failed (exit {{done.returncode}}); its last lines:\\n"
                                f"{{(done.stdout + done.stderr)[-2000:]}}\\nFix what they name (no internet in this "
                                "runtime, a ref missing from the repository) and run this cell again; your edits are kept.")
-        print(done.stdout[-1500:])
+        print(done.stdout[-1500:], end="")
     importlib.invalidate_caches()
     replaced = sorted(dist for dist, version in versions().items() if before.get(dist) != version)
     if replaced:
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="source labs (default: every one)")
     parser.add_argument("--regenerate", action="store_true",
                         help="after apply, regenerate the student copies of the labs it changed with nbgrader")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     root = course_root()
     try:
         source = read_source(root)
