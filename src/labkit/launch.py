@@ -83,7 +83,7 @@ del _course_setup
 # Old notebooks stopped with this block when labkit was missing; the set-up block replaces it.
 LEGACY_IMPORT = re.compile(r"try:\n    import labkit\nexcept ImportError as error:\n(?:    .*\n)+?    \) from error\n")
 
-PLACEHOLDER = re.compile(r"<|>|OWNER|REPOSITORY|your-|example\.(com|org)", re.I)
+PLACEHOLDER = re.compile(r"<|>|OWNER|REPOSITORY|your-|example\.(com|org)")  # as the block itself checks, and example hosts
 GITHUB_URL = re.compile(r"https://github\.com/[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+")
 PINNED_REF = re.compile(r"v\d+(\.\d+)*([a-z0-9.+-]*)|[0-9a-f]{40}")
 
