@@ -54,6 +54,7 @@ SHARED_CHECKS: dict[str, dict[str, set[str]]] = {
     "02_vector_search": {"test_query_uses_index": {"fixed_size_chunks", "recursive_chunks", "pgvector_top_k"}},
     "03_rag_with_eval": {"test_dev_scores": {"retrieval_metrics", "ndcg_at_k"},
                          "test_heldout": {"retrieval_metrics", "reciprocal_rank_fusion"}},
+    "04_serve_with_vllm": {"test_run_load": {"measure_request"}},
 }
 
 # Every broken-exercise submission is a whole quick-mode run of its lab. The labs that start a
