@@ -29,6 +29,22 @@ os.environ["LABKIT_QUICK"] = "1"
 c.Execute.timeout = 300
 c.Execute.interrupt_on_timeout = True
 
+# Every submission runs in a sandbox (labkit.sandbox): its own network and process namespaces,
+# the course files read-only, nothing of the course folder but its own graded copy, limits on
+# CPU time, memory, processes, file size and printed output. Where no sandbox can start,
+# autograde refuses; `--SandboxedExecute.allow_unsandboxed=True` grades without one.
+from labkit.sandbox import SandboxedExecute  # noqa: E402
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,  # noqa: E402
+                                    LimitOutput, SaveAutoGrades)
+
+c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+# LABKIT_SANDBOX=off runs kernels as plain nbgrader does, with the grader's rights.
+sandboxed = os.environ.get("LABKIT_SANDBOX", "off") != "off"
+c.SandboxedExecute.sandbox = sandboxed
+c.SandboxedExecute.guard = sandboxed  # put back what tests call before each graded test cell
+
 # LMS downloads named <student-id>_<notebook>.ipynb, collected by `nbgrader zip_collect`.
 c.ZipCollectApp.archive_directory = "archive"
 c.ZipCollectApp.collector_plugin = "nbgrader.plugins.zipcollect.FileNameCollectorPlugin"
