@@ -103,3 +103,27 @@ def test_cli_writes_empty_scores_and_fails_while_grades_are_missing(course, caps
 def test_a_folder_without_a_gradebook_is_refused(tmp_path, capsys):
     assert cli.main(["grades", "--course", str(tmp_path)]) == 2
     assert "no gradebook.db" in capsys.readouterr().err
+
+
+def test_cli_writes_a_page_and_a_class_figure(course):
+    assert cli.main(["grades", "--course", str(course)]) == 1
+    page = (course / "grades-checked.html").read_text()
+    first, rest = page.split("<h2>The class</h2>")
+    assert "Needs a look before you publish" in first
+    stuck = first.split("Needs a look before you publish")[1]
+    assert "crasher" in stuck and "broken" in stuck and "right" not in stuck and "looper" not in stuck
+    assert "data:image/png;base64," in rest and "looper" in rest
+    assert (course / "grades-checked.png").read_bytes()[:4] == b"\x89PNG"
+    cells = {c.student_id: (c.cell, c.score) for c in grading.cell_grades(course, grading.grade_report(course))}
+    assert cells["right"] == ("test_double", 2.0) and cells["blank"] == ("test_double", 0.0)
+    assert "crasher" not in cells and "broken" not in cells
+
+
+def test_a_page_with_nothing_to_look_at_says_so(tmp_path):
+    rows = [grading.NotebookGrade("phase1", "ada", "01_x", 2.0, 2.0, "graded")]
+    cells = [grading.CellGrade("phase1", "ada", "01_x", "test_a", 1.0, 1.0),
+             grading.CellGrade("phase1", "ada", "01_x", "test_b", 0.0, 1.0)]
+    figure = grading.class_figure(cells, tmp_path / "class.png")
+    page = grading.write_html(rows, figure, tmp_path / "grades.html").read_text()
+    assert "Needs a look" not in page and "0 without a grade" in page
+    assert grading.needs_a_look(rows) == []

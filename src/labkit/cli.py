@@ -88,12 +88,16 @@ def _grades(args) -> int:
 
     rows = grading.grade_report(args.course)
     out = grading.write_report(rows, Path(args.course) / args.out)
+    cells = grading.cell_grades(args.course, rows)
+    figure = grading.class_figure(cells, out.with_suffix(".png")) if cells else None
+    page = grading.write_html(rows, figure, out.with_suffix(".html"))
     for row in rows:
         score = "-" if row.score is None else f"{row.score:g}"
         print(f"{row.assignment:<8} {row.student_id:<16} {row.notebook:<24} {score:>6} / {row.max_score:<5g} "
               f"{row.status}{': ' + row.detail if row.detail else ''}")
     stuck = [row for row in rows if row.status in grading.NEEDS_ACTION]
-    print(f"\nwrote {out}: {len(rows)} notebooks, {len(stuck)} without a grade")
+    print(f"\nwrote {out}: {len(rows)} notebooks, {len(stuck)} without a grade; the page {page.name}"
+          + (f" and the class figure {figure.name}" if figure else ""))
     if stuck:
         print(f"{len(stuck)} handed-in notebooks have no grade (not a zero): fix them and autograde again "
               "before you publish grades.", file=sys.stderr)

@@ -116,3 +116,115 @@ def write_report(rows: list[NotebookGrade], path: str | Path) -> Path:
         for row in rows:
             writer.writerow({**asdict(row), "score": "" if row.score is None else row.score})
     return path
+
+
+@dataclass
+class CellGrade:
+    """One graded cell of one learner's graded notebook, from the gradebook."""
+    assignment: str
+    student_id: str
+    notebook: str
+    cell: str
+    score: float
+    max_score: float
+
+
+def cell_grades(course: str | Path, rows: list[NotebookGrade]) -> list[CellGrade]:
+    """The per-cell scores behind every row that was really graded (not the missing or broken)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    found = []
+    with Gradebook(f"sqlite:///{Path(course) / 'gradebook.db'}") as gradebook:
+        for row in rows:
+            if not row.status.startswith("graded"):
+                continue
+            try:
+                notebook = gradebook.find_submission_notebook(row.notebook, row.assignment, row.student_id)
+            except MissingEntry:
+                continue
+            found += [CellGrade(row.assignment, row.student_id, row.notebook, grade.name, float(grade.score or 0.0),
+                                float(grade.max_score)) for grade in notebook.grades]
+    return found
+
+
+def needs_a_look(rows: list[NotebookGrade]) -> list[NotebookGrade]:
+    """Rows without an honest grade: fix them and autograde again before publishing."""
+    return [row for row in rows if row.status in NEEDS_ACTION]
+
+
+def class_figure(cells: list[CellGrade], path: str | Path, most_failed: int = 10) -> Path:
+    """Two panels: how each graded cell's scores spread over the class (full, partial, none),
+    and the cells that most learners failed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({(c.assignment, c.notebook, c.cell) for c in cells})
+    labels = [f"{notebook}: {cell}" for _, notebook, cell in names]
+    counts = {name: [0, 0, 0] for name in names}  # full, partial, none
+    for c in cells:
+        bucket = 0 if c.score >= c.max_score else (1 if c.score > 0 else 2)
+        counts[(c.assignment, c.notebook, c.cell)][bucket] += 1
+    height = max(2.5, 0.32 * len(names) + 1.2)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, height + 0.4), dpi=110, layout="constrained")
+    start = [0] * len(names)
+    for i, (label, colour) in enumerate((("full marks", "#2e7d32"), ("partly", "#f9a825"), ("none", "#c62828"))):
+        widths = [counts[name][i] for name in names]
+        left.barh(labels, widths, left=start, color=colour, label=label)
+        start = [s + w for s, w in zip(start, widths)]
+    left.invert_yaxis()
+    left.set_xlabel("learners")
+    left.set_title("score per graded cell")
+    left.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=3, fontsize=8, frameon=False)
+    failed = sorted(((counts[n][1] + counts[n][2]) / max(1, sum(counts[n])), label)
+                    for n, label in zip(names, labels))[::-1][:most_failed]
+    right.barh([label for _, label in failed], [100 * share for share, _ in failed], color="#c62828")
+    right.invert_yaxis()
+    right.set_xlim(0, 100)
+    right.set_xlabel("% of graded learners without full marks")
+    right.set_title(f"most often failed (top {len(failed)})")
+    for axis in (left, right):
+        axis.tick_params(axis="y", labelsize=8)
+        axis.grid(axis="x", alpha=0.3)
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_html(rows: list[NotebookGrade], figure: Path | None, path: str | Path) -> Path:
+    """A self-contained page: what needs a look first, the class figure, then every row."""
+    import base64
+    import html
+
+    stuck = needs_a_look(rows)
+    late = [row for row in rows if row.status == "graded, timed out"]
+
+    def table(selected: list[NotebookGrade]) -> str:
+        lines = ["<table><tr>" + "".join(f"<th>{name}</th>" for name in FIELDS) + "</tr>"]
+        for row in selected:
+            values = {**asdict(row), "score": "" if row.score is None else f"{row.score:g}",
+                      "max_score": f"{row.max_score:g}"}
+            css = "stuck" if row in stuck else ("late" if row in late else "")
+            lines.append(f'<tr class="{css}">' + "".join(f"<td>{html.escape(str(values[name]))}</td>"
+                                                        for name in FIELDS) + "</tr>")
+        return "\n".join(lines + ["</table>"])
+
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Grades</title><style>",
+             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:2px 6px;font-size:90%}.stuck{background:#fdd}.late{background:#ffd}</style></head><body>",
+             "<h1>Grades</h1>",
+             f"<p>{len(rows)} notebooks; {len(stuck)} without a grade; {len(late)} graded with a cell over its "
+             "time limit.</p>"]
+    if stuck:
+        parts += ["<h2>Needs a look before you publish</h2>",
+                  "<p>No score is given for these: fix the cause and run <code>nbgrader autograde</code> "
+                  "for the learner again.</p>", table(stuck)]
+    if figure is not None and Path(figure).is_file():
+        data = base64.b64encode(Path(figure).read_bytes()).decode()
+        parts += ["<h2>The class</h2>", f'<img alt="scores per graded cell" src="data:image/png;base64,{data}">']
+    parts += ["<h2>Every notebook</h2>", table(rows), "</body></html>"]
+    path = Path(path)
+    path.write_text("\n".join(parts))
+    return path
