@@ -55,6 +55,7 @@ SHARED_CHECKS: dict[str, dict[str, set[str]]] = {
     "03_rag_with_eval": {"test_dev_scores": {"retrieval_metrics", "ndcg_at_k"},
                          "test_heldout": {"retrieval_metrics", "reciprocal_rank_fusion"}},
     "04_serve_with_vllm": {"test_run_load": {"measure_request"}},
+    "06_agent_with_eval": {"test_run_agent": {"parse_action"}, "test_loop_and_harness_together": {"parse_action", "run_agent"}},
 }
 
 # Every broken-exercise submission is a whole quick-mode run of its lab. The labs that start a
