@@ -7,9 +7,12 @@ rendered from one template with the repository URL from ``_config.yml`` (the sam
 book's launch buttons use) and the pinned ref beside it, so one edit there and one command
 change every lab:
 
-    python -m labkit.launch apply                 every source lab, then regenerate the student copies
-    python -m labkit.launch apply --regenerate    ... and run nbgrader for the phases it touched
+    python -m labkit.launch apply [LAB ...]       write the block into the source labs (default: all)
+    python -m labkit.launch apply --regenerate    ... and regenerate the student copy of each lab it changed
     python -m labkit.launch check                 exit 1 naming each lab whose block is out of date
+    python -m labkit.launch show                  print the block
+
+Run it with the course environment's bin/ on PATH (nbgrader calls alembic by name).
 """
 from __future__ import annotations
 
