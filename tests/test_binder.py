@@ -26,7 +26,8 @@ from labkit.config import cache_dir
 BINDER = ROOT / "binder"
 REPO2DOCKER = "jupyter-repo2docker==2026.4.0"
 # Labs whose peak memory is above what a Binder session has: the requirement each one states.
-TOO_BIG_FOR_BINDER = {"04_serve_with_vllm": 4, "05_lora_finetune": 3, "06_agent_with_eval": 4}
+TOO_BIG_FOR_BINDER = {"04_serve_with_vllm": 4, "05_lora_finetune": 3, "06_agent_with_eval": 4,
+                      "07_ship_and_monitor": 4}
 
 
 def project() -> dict:
