@@ -27,7 +27,7 @@ from conftest import ROOT, venv_env
 from labkit import grading, sandbox
 from labkit.config import cache_dir
 
-pytestmark = pytest.mark.skipif(bool(sandbox.probe()), reason=f"no sandbox here: {sandbox.probe()}")
+needs_sandbox = pytest.mark.skipif(bool(sandbox.probe()), reason=f"no sandbox here: {sandbox.probe()}")
 
 ASSIGNMENT = "adv"
 SECRET = "the-listener-was-reached"  # what the host's listener sends to whoever connects
@@ -340,6 +340,7 @@ def outputs(course: Path, learner: str) -> str:
                    for o in c.get("outputs", []))
 
 
+@needs_sandbox
 @pytest.mark.parametrize("learner", sorted(EXPECTED))
 def test_each_attack_has_its_expected_outcome(attacked, learner):
     course, report = attacked["course"], attacked["report"]
@@ -356,6 +357,7 @@ def test_each_attack_has_its_expected_outcome(attacked, learner):
     assert row.score == sum(expected_scores.values())
 
 
+@needs_sandbox
 def test_sandbox_blocked_what_the_attacks_tried(attacked):
     course = attacked["course"]
     writes = outputs(course, "writer")
@@ -372,6 +374,7 @@ def test_sandbox_blocked_what_the_attacks_tried(attacked):
     assert not printed.exists() or printed.stat().st_size < 2 * 2**20, "gigabytes of output reached the graded notebook"
 
 
+@needs_sandbox
 def test_originals_unchanged_gradebook_consistent_nothing_left_running(attacked):
     course = attacked["course"]
     submitted = course / "autograder" / "submitted"
@@ -414,3 +417,35 @@ def test_grading_refuses_without_a_sandbox_unless_told(tmp_path):
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "WITHOUT a sandbox" in allowed.stdout + allowed.stderr
     assert grading.grade_report(course / "autograder")[0].score == 2
+
+
+def test_the_sandbox_command_shows_only_the_submissions_own_folder(tmp_path):
+    course = tmp_path / "course" / "autograder"
+    scratch = course / "autograded" / "ada" / "phase1"
+    scratch.mkdir(parents=True)
+    kernel_dir = tmp_path / "kernel"
+    kernel_dir.mkdir()
+    plan = sandbox.Plan(scratch, kernel_dir, sandbox.Limits(cpu_seconds=7, memory_mb=300, processes=9, file_mb=5))
+    argv = sandbox.command(["python", "-m", "ipykernel_launcher"], plan)
+    bound = [argv[i + 2] for i, arg in enumerate(argv) if arg in ("--bind", "--ro-bind")]
+    writable = [argv[i + 2] for i, arg in enumerate(argv) if arg == "--bind"]
+    assert str(scratch) in writable and str(kernel_dir) in writable
+    assert not [path for path in bound if path.startswith(str(course)) and path != str(scratch)]
+    assert not [path for path in bound if path.startswith(str(ROOT / "autograder"))]
+    assert "--unshare-all" in argv and "--share-net" not in argv and argv[-3:] == ["python", "-m", "ipykernel_launcher"]
+    assert {"--cpu=7", f"--fsize={5 * 2**20}", f"--as={300 * 2**20}", "--nproc=9"} <= set(argv)  # no cgroups given
+    with_cgroups = sandbox.command(["python"], sandbox.Plan(scratch, kernel_dir, cgroups={
+        "memory": tmp_path / "m", "pids": tmp_path / "p"}))
+    assert not [arg for arg in with_cgroups if arg.startswith(("--as=", "--nproc="))]
+    assert "cgroup.procs" in with_cgroups[2] and "trap '' INT" in with_cgroups[2]
+
+
+def test_a_missing_bubblewrap_is_named_with_the_fix():
+    problem = sandbox.probe("no-such-bwrap")
+    assert "not installed" in problem and "apt-get install bubblewrap" in problem
+
+
+def test_a_course_inside_a_readable_folder_is_refused(tmp_path):
+    scratch = Path(sys.prefix) / "course" / "autograded" / "ada" / "phase1"  # never created
+    with pytest.raises(sandbox.SandboxUnavailable, match="move the course"):
+        sandbox.command(["python"], sandbox.Plan(scratch, tmp_path))

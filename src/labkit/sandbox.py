@@ -41,12 +41,12 @@ from traitlets import Bool, Integer, List, Unicode
 # submission cannot plant anything that another submission's run would read.
 MUTABLE_CACHE = ("embeddings.sqlite", "vllm-cache", "torch-compile-cache")
 # System folders every kernel may read.
-SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt", "/sys")
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys")
 # Files under those that a kernel never needs (it runs as root where the grader does).
 HIDDEN_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
-# Capabilities kept when the grader runs as root: enough for pgserver to hand its data folder
-# to its own user; without CAP_SYS_ADMIN nothing can be remounted writable.
-KEPT_CAPABILITIES = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL")
+# The user a kernel runs as inside its sandbox: "nobody" on Debian. Not root, so tools that
+# behave differently for root (pgserver, PostgreSQL) run as they do for a learner.
+SANDBOX_UID = 65534
 
 
 class SandboxUnavailable(RuntimeError):
@@ -193,7 +193,7 @@ def _cache_binds(plan: Plan, home: Path) -> list[str]:
         if entry.name in MUTABLE_CACHE:
             copy = private / entry.name
             if entry.is_dir():
-                shutil.copytree(entry, copy, symlinks=True)
+                shutil.copytree(entry, copy, symlinks=True, dirs_exist_ok=True)
             else:
                 shutil.copy2(entry, copy)
         else:
@@ -208,10 +208,9 @@ def command(kernel_cmd: list[str], plan: Plan) -> list[str]:
     """``kernel_cmd`` wrapped in bubblewrap, prlimit and (where made) the cgroups."""
     home = Path.home()
     args = [plan.bwrap, "--die-with-parent", "--unshare-all", "--hostname", "sandbox"]
-    if os.geteuid() == 0:
-        args += ["--cap-drop", "ALL"]
-        for cap in KEPT_CAPABILITIES:
-            args += ["--cap-add", cap]
+    # Inside, the kernel is the unprivileged user SANDBOX_UID (the grader's own account outside,
+    # so its files there belong to the grader), with no capabilities: nothing can be remounted.
+    args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
     for path in SYSTEM:
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
@@ -219,12 +218,25 @@ def command(kernel_cmd: list[str], plan: Plan) -> list[str]:
         if os.path.isfile(path):
             args += ["--ro-bind", "/dev/null", path]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", str(home)]
+    binds = []
     for path in _python_paths() + list(plan.readable):
         if os.path.exists(path):
-            args += ["--ro-bind", path, path]
-    args += _cache_binds(plan, home)
-    args += ["--bind", str(plan.kernel_dir), str(plan.kernel_dir),
-             "--bind", str(plan.scratch), str(plan.scratch), "--chdir", str(plan.scratch),
+            binds += ["--ro-bind", path, path]
+    for path in SYSTEM + tuple(_python_paths()) + tuple(plan.readable):
+        if plan.scratch.is_relative_to(Path(path).resolve()):
+            raise SandboxUnavailable(f"the course folder lies inside {path}, which every sandbox may read, so "
+                                     "learners could read the solutions and the gradebook: move the course elsewhere")
+    binds += _cache_binds(plan, home)
+    binds += ["--bind", str(plan.kernel_dir), str(plan.kernel_dir), "--bind", str(plan.scratch), str(plan.scratch)]
+    # bubblewrap makes the folders above a bind private (0700); pgserver, run as root, hands its
+    # binaries to its own user and needs them open to others, as they are outside.
+    above = sorted({str(parent) for i, arg in enumerate(binds) if arg in ("--bind", "--ro-bind")
+                    for parent in Path(binds[i + 2]).parents if str(parent) not in ("/", "/tmp", "/run", str(home))},
+                   key=lambda p: (p.count("/"), p))
+    for folder in above:
+        args += ["--perms", "0755", "--dir", folder]
+    args += binds
+    args += ["--chdir", str(plan.scratch),
              "--setenv", "HOME", str(home), "--setenv", "TMPDIR", "/tmp", "--unsetenv", "JPY_PARENT_PID",
              "--remount-ro", "/"]  # the sandbox's own root: no writes outside the folders above
     limits = plan.limits
