@@ -41,7 +41,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
 c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 # LABKIT_SANDBOX=off runs kernels as plain nbgrader does, with the grader's rights.
-sandboxed = os.environ.get("LABKIT_SANDBOX", "off") != "off"
+sandboxed = os.environ.get("LABKIT_SANDBOX", "on") != "off"
 c.SandboxedExecute.sandbox = sandboxed
 c.SandboxedExecute.guard = sandboxed  # put back what tests call before each graded test cell
 

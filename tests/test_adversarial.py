@@ -433,10 +433,10 @@ def test_the_sandbox_command_shows_only_the_submissions_own_folder(tmp_path):
     assert not [path for path in bound if path.startswith(str(course)) and path != str(scratch)]
     assert not [path for path in bound if path.startswith(str(ROOT / "autograder"))]
     assert "--unshare-all" in argv and "--share-net" not in argv and argv[-3:] == ["python", "-m", "ipykernel_launcher"]
-    assert {"--cpu=7", f"--fsize={5 * 2**20}", f"--as={300 * 2**20}", "--nproc=9"} <= set(argv)  # no cgroups given
+    assert {"--cpu=7", f"--fsize={5 * 2**20}", f"--data={300 * 2**20}", "--nproc=9"} <= set(argv)  # no cgroups given
     with_cgroups = sandbox.command(["python"], sandbox.Plan(scratch, kernel_dir, cgroups={
         "memory": tmp_path / "m", "pids": tmp_path / "p"}))
-    assert not [arg for arg in with_cgroups if arg.startswith(("--as=", "--nproc="))]
+    assert not [arg for arg in with_cgroups if arg.startswith(("--data=", "--nproc="))]
     assert "cgroup.procs" in with_cgroups[2] and "trap '' INT" in with_cgroups[2]
 
 

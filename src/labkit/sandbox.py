@@ -242,9 +242,10 @@ def command(kernel_cmd: list[str], plan: Plan) -> list[str]:
     limits = plan.limits
     prlimit = ["prlimit", f"--cpu={limits.cpu_seconds}", f"--fsize={limits.file_mb * 2**20}",
                f"--nofile={limits.open_files}", "--core=0"]
-    # Without a cgroup, the nearest per-process limits (RLIMIT_NPROC does not bind root).
+    # Without a cgroup, the nearest per-process limits (RLIMIT_NPROC does not bind root). The data
+    # limit counts what a process writes to, not the address space torch and vLLM reserve.
     if "memory" not in plan.cgroups:
-        prlimit.append(f"--as={limits.memory_mb * 2**20}")
+        prlimit.append(f"--data={limits.memory_mb * 2**20}")
     if "pids" not in plan.cgroups:
         prlimit.append(f"--nproc={limits.processes}")
     # The kernel manager interrupts a cell with SIGINT to the whole process group: bubblewrap
