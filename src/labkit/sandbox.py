@@ -4,9 +4,10 @@
 ``autograder/nbgrader_config.py``, so the instructor still runs nbgrader's own commands.
 It starts every kernel through bubblewrap (Debian's ``bubblewrap`` package):
 
-- its own network, process, IPC and hostname namespaces: loopback inside is its own, so a
-  lab's servers (vLLM, PostgreSQL, Prometheus, uvicorn) still start and talk to the kernel,
-  and nothing outside, 127.0.0.1 of the grading machine included, can be reached;
+- its own user, network, process, IPC and hostname namespaces, as an unprivileged user with
+  no capabilities; loopback inside is its own, so a lab's servers (vLLM, PostgreSQL,
+  Prometheus, uvicorn) still start and talk to the kernel, and nothing outside, 127.0.0.1
+  of the grading machine included, can be reached;
 - a read-only view of the system, the Python environment, the ``labkit`` package and the
   offline models; nothing of the course folder except the submission's own graded copy,
   so the solutions, the hidden tests, the gradebook and other learners' files are absent;
@@ -17,6 +18,8 @@ It starts every kernel through bubblewrap (Debian's ``bubblewrap`` package):
   cell prints beyond a bound is dropped before it reaches the graded notebook.
 
 The kernel talks to nbgrader over Unix sockets in a folder made for that kernel alone.
+Before each graded test cell, a guard puts back what tests call (builtins, ``math``, numpy's
+comparisons, IPython's transformers and hooks) as they were when the kernel started.
 Where no sandbox can start, grading refuses with the reason unless the instructor passes
 ``--SandboxedExecute.allow_unsandboxed=True``.
 """
