@@ -361,7 +361,17 @@ def test_each_attack_has_its_expected_outcome(attacked, learner):
 def test_sandbox_blocked_what_the_attacks_tried(attacked):
     course = attacked["course"]
     writes = outputs(course, "writer")
-    assert "WROTE" not in writes and writes.count("BLOCKED") == 10, writes
+    assert writes.count("WROTE") + writes.count("BLOCKED") == 10, writes
+    # Where the course folder lies under /tmp, the folders above the submission exist inside the
+    # sandbox on its own throwaway /tmp, so a write there "succeeds" and vanishes with the sandbox.
+    # What counts is that no real file outside was touched.
+    scratch = course / "autograder" / "autograded" / "writer" / ASSIGNMENT
+    for line in writes.splitlines():
+        if line.startswith("WROTE"):
+            target = Path(line.split(" ", 1)[1])
+            real = (scratch / target).resolve() if not target.is_absolute() else target
+            assert str(real).startswith("/tmp/"), f"a write outside the submission got through: {line}"
+            assert not real.is_file() or not real.read_bytes().endswith(b"owned"), f"{real} was changed"
     reads = outputs(course, "reader")
     assert "READ" not in reads and reads.count("BLOCKED") == 4, reads
     book = outputs(course, "gradebook")
