@@ -42,7 +42,7 @@ from traitlets import Bool, Integer, List, Unicode
 
 # Cache entries a lab writes to while it runs: each kernel gets its own copy, so one
 # submission cannot plant anything that another submission's run would read.
-MUTABLE_CACHE = ("embeddings.sqlite", "vllm-cache", "torch-compile-cache")
+MUTABLE_CACHE = ("embeddings.sqlite", "vllm-cache", "torch-compile-cache", "adapters")
 # System folders every kernel may read.
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys")
 # Files under those that a kernel never needs (it runs as root where the grader does).
