@@ -41,8 +41,8 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
 c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 # LABKIT_SANDBOX=on grades in the sandbox. It stays opt-in until every lab has been proven in
-# it: the labs that start model servers (4 to 7) have not been yet. Off, kernels run as plain
-# nbgrader runs them, with the grader's rights.
+# it (labs 4 and 7 have not been yet). Off, kernels run as plain nbgrader runs them, with the
+# grader's rights.
 sandboxed = os.environ.get("LABKIT_SANDBOX", "off") == "on"
 c.SandboxedExecute.sandbox = sandboxed
 c.SandboxedExecute.guard = sandboxed  # put back what tests call before each graded test cell
