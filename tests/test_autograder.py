@@ -93,10 +93,11 @@ def broken(source: dict, release: dict, exercise: str) -> dict:
     return nb
 
 
-def breakers(lab: Path) -> list[str]:
+def breakers(lab: Path) -> list[tuple[str, str, set[str]]]:
+    """(learner, the exercise it breaks, that exercise's own checks) for each exercise of a lab."""
     if lab not in isolation_labs():
         return []
-    return [f"break{k}x" for k in range(len(exercises(json.loads(lab.read_text()))))]
+    return [(f"break{k}x", exercise, own) for k, (exercise, own) in enumerate(exercises(json.loads(lab.read_text())))]
 
 
 def tampered(student_copy: dict) -> dict:
@@ -130,11 +131,12 @@ def collected(course_copy):
             release = course_copy / "notebooks" / phase / lab.name
             shutil.copy(lab, archive / f"{student_id('reference', lab)}_{lab.name}")
             shutil.copy(release, archive / f"{student_id('untouched', lab)}_{lab.name}")
-            cheat = tampered(json.loads(release.read_text()))
+            student_copy = json.loads(release.read_text())
+            cheat = tampered(student_copy)
             (archive / f"{student_id('tamperer', lab)}_{lab.name}").write_text(json.dumps(cheat, indent=1))
             source = json.loads(lab.read_text())
-            for learner, (exercise, _) in zip(breakers(lab), exercises(source)):
-                one_broken = broken(source, json.loads(release.read_text()), exercise)
+            for learner, exercise, _ in breakers(lab):
+                one_broken = broken(source, student_copy, exercise)
                 (archive / f"{student_id(learner, lab)}_{lab.name}").write_text(json.dumps(one_broken, indent=1))
         nbgrader(course_copy, "zip_collect", phase, "--force")
     return course_copy
@@ -219,7 +221,7 @@ def test_breaking_one_exercise_loses_exactly_its_points(graded, lab):
     reference = graded(lab, "reference")
     shared = SHARED_CHECKS.get(lab.stem, {})
     wrong = []
-    for learner, (exercise, own) in zip(breakers(lab), exercises(json.loads(lab.read_text()))):
+    for learner, exercise, own in breakers(lab):
         expected = own | {check for check, uses in shared.items() if exercise in uses}
         scores = graded(lab, learner)
         lost = {k for k, (score, max_score) in scores.items() if score < max_score}
@@ -250,7 +252,7 @@ def hidden_lines(source_notebook: Path) -> list[str]:
 def test_feedback_hides_hidden_tests_and_export_has_every_grade(collected, graded):
     autograder = collected / "autograder"
     for lab in SOURCE_LABS:
-        for learner in LEARNERS + tuple(breakers(lab)):
+        for learner in LEARNERS + tuple(learner for learner, _, _ in breakers(lab)):
             graded(lab, learner)
     for phase in sorted({lab.parent.name for lab in SOURCE_LABS}):
         nbgrader(collected, "generate_feedback", phase, "--force")
@@ -274,6 +276,6 @@ def test_feedback_hides_hidden_tests_and_export_has_every_grade(collected, grade
     handed_in = {(row.student_id, row.notebook): row for row in grading.grade_report(autograder)
                  if row.status != "not submitted"}
     assert {(student_id(learner, lab), lab.stem) for lab in SOURCE_LABS
-            for learner in LEARNERS + tuple(breakers(lab))} == set(handed_in)
+            for learner in LEARNERS + tuple(learner for learner, _, _ in breakers(lab))} == set(handed_in)
     assert {row.status for row in handed_in.values()} == {"graded"}, \
         [f"{key}: {row.status} {row.detail}" for key, row in handed_in.items() if row.status != "graded"]
