@@ -29,11 +29,11 @@ os.environ["LABKIT_QUICK"] = "1"
 c.Execute.timeout = 300
 c.Execute.interrupt_on_timeout = True
 
-# Every submission runs in a sandbox (labkit.sandbox): its own network and process namespaces,
+# Every submission runs in a sandbox (labkit.course.sandbox): its own network and process namespaces,
 # the course files read-only, nothing of the course folder but its own graded copy, limits on
 # CPU time, memory, processes, file size and printed output. Where no sandbox can start,
 # autograde refuses; `--SandboxedExecute.allow_unsandboxed=True` grades without one.
-from labkit.sandbox import SandboxedExecute  # noqa: E402
+from labkit.course.sandbox import SandboxedExecute  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,  # noqa: E402
                                     LimitOutput, SaveAutoGrades)

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--student", action="store_true", help="student mode instead of quick mode")
     parser.add_argument("--timeout", type=int, default=3000, help="seconds allowed per cell")
     args = parser.parse_args(argv)
-    from labkit.labrun import run_notebook
+    from labkit.course.labrun import run_notebook
 
     mode = "student" if args.student else "quick"
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:

@@ -23,7 +23,7 @@ LAB = ROOT / "autograder" / "source" / "phase2" / "05_lora_finetune.ipynb"
 
 
 def run(mode: str, out: Path, timeout: int) -> dict:
-    from labkit.labrun import run_notebook
+    from labkit.course.labrun import run_notebook
 
     results = out / mode / "results"
     lab = run_notebook(LAB, out / mode / LAB.name, timeout=timeout, quick=(mode == "quick"),

@@ -50,7 +50,7 @@ def main() -> None:
     bm25 = BM25Okapi([lexical(t) for t in texts])
     embedder = models.load_embedding_model()
     start = time.perf_counter()
-    vectors = vectordb.encode(embedder, texts)
+    vectors = models.encode(embedder, texts)
     store = vectordb.qdrant()
     vectordb.qdrant_index(store, "passages", vectors)
     print(f"{len(passages)} passages, embedded and indexed in {time.perf_counter() - start:.0f} s on {describe_hardware()}")
@@ -59,7 +59,7 @@ def main() -> None:
         return [ids[i] for i in np.argsort(-bm25.get_scores(lexical(q)), kind="stable")[:k]]
 
     def dense_search(q, k):
-        v = vectordb.encode(embedder, [q])[0]
+        v = models.encode(embedder, [q])[0]
         return [ids[i] for i, _ in vectordb.qdrant_search(store, "passages", v, k)]
 
     def hybrid_search(q, k):

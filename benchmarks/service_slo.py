@@ -25,7 +25,7 @@ LAB = ROOT / "autograder" / "source" / "phase3" / "07_ship_and_monitor.ipynb"
 
 
 def run(quick: bool, out: Path, timeout: int) -> dict:
-    from labkit.labrun import run_notebook
+    from labkit.course.labrun import run_notebook
 
     if not LAB.is_file():
         raise SystemExit(f"{LAB} is missing: the benchmark needs the instructor's source notebook")

@@ -30,18 +30,18 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
 
-    from labkit import corpus, data, describe_hardware, models, vectordb
+    from labkit import bench, corpus, describe_hardware, models, vectordb
 
     ref = reference_functions("02_vector_search.ipynb", {"pgvector_top_k", "ann_recall"})
     paragraphs = [p for t in corpus.python_doc_topics().values() for p in corpus.paragraphs(t)]
     passages = [p["text"] for p in corpus.python_doc_passages()]
-    pool = list(dict.fromkeys(paragraphs + data.stdlib_docstrings() + passages))  # distinct, first place kept
+    pool = list(dict.fromkeys(paragraphs + corpus.stdlib_docstrings() + passages))  # distinct, first place kept
     if len(pool) < args.chunks + args.queries:
         raise SystemExit(f"only {len(pool)} texts available for {args.chunks} chunks and {args.queries} queries")
     embedder = models.load_embedding_model()
     start = time.perf_counter()
-    vectors = vectordb.normalise_rows(vectordb.encode(embedder, pool[:args.chunks]))
-    queries = vectordb.normalise_rows(vectordb.encode(embedder, [" ".join(t.split()[:12]) for t in pool[-args.queries:]]))
+    vectors = vectordb.normalise_rows(models.encode(embedder, pool[:args.chunks]))
+    queries = vectordb.normalise_rows(models.encode(embedder, [" ".join(t.split()[:12]) for t in pool[-args.queries:]]))
     print(f"{len(vectors):,} chunks, {len(queries)} queries, embedded in {time.perf_counter() - start:.0f} s; {describe_hardware()}")
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10].tolist()
 
@@ -51,7 +51,7 @@ def main() -> None:
             t0 = time.perf_counter()
             found.append(search(q))
             latencies.append(time.perf_counter() - t0)
-        summary = vectordb.latency_summary(latencies)
+        summary = bench.latency_summary(latencies)
         return summary, ref["ann_recall"](found, exact, 10)
 
     rows = []

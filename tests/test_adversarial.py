@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, venv_env
-from labkit import grading, sandbox
+from labkit.course import grading, sandbox
 from labkit.config import cache_dir
 
 needs_sandbox = pytest.mark.skipif(bool(sandbox.probe()), reason=f"no sandbox here: {sandbox.probe()}")

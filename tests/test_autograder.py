@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LAB_TIMINGS, SOURCE_LABS, nbgrader, venv_env
-from labkit import grading
+from labkit.course import grading
 from labkit.bench import watch_memory
 
 # Stands in for every answer: equal to anything, greater and smaller than anything.

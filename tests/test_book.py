@@ -16,12 +16,12 @@ def test_book_builds_clean_and_shows_the_labs(built_book):
 
 
 def test_landing_figure_matches_the_plan(tmp_path):
-    """The plan figure on the landing page is drawn from labkit.plan; regenerate it when the plan changes."""
-    from labkit.plots import plan_timeline
+    """The plan figure on the landing page is drawn from labkit.course.plan; regenerate it when the plan changes."""
+    from labkit.course.plan import plan_timeline
 
     committed = ROOT / "book" / "images" / "plan-at-a-glance.svg"
     plan_timeline(tmp_path / "plan.svg")
     assert committed.read_bytes() == (tmp_path / "plan.svg").read_bytes(), (
         "book/images/plan-at-a-glance.svg is out of date; regenerate it: .venv/bin/python -c "
-        "\"from labkit.plots import plan_timeline; plan_timeline('book/images/plan-at-a-glance.svg')\"")
+        "\"from labkit.course.plan import plan_timeline; plan_timeline('book/images/plan-at-a-glance.svg')\"")
     assert "plan-at-a-glance.svg" in (ROOT / "book" / "intro.md").read_text(), "the landing page shows the plan"

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from conftest import ROOT, nbgrader
-from labkit import cli, grading
+from labkit.course import cli, grading
 
 
 def cell(kind, source, **grading_meta):

@@ -96,7 +96,7 @@ def test_autocast_runs_in_the_chosen_precision():
 
 
 def test_cli_names_the_hardware_and_refuses_an_impossible_precision(monkeypatch, capsys):
-    from labkit import cli
+    from labkit.course import cli
 
     hardware.precision.cache_clear()
     try:

@@ -7,8 +7,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from labkit import bench, cli, config, data, plots
-from labkit.labrun import LabRunError, run_notebook
+from labkit import bench, config, corpus, plots
+from labkit.course import cli
+from labkit.course.labrun import LabRunError, run_notebook
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("0", False), ("", False)])
@@ -32,20 +33,20 @@ def test_folders_follow_the_environment(tmp_path, monkeypatch):
 
 
 def test_http_corpus_and_queries_agree():
-    corpus = data.http_status_corpus()
-    ids = [doc["id"] for doc in corpus]
+    documents = corpus.http_status_corpus()
+    ids = [doc["id"] for doc in documents]
     assert len(ids) == len(set(ids)) >= 60
-    assert all(doc["text"].startswith(str(doc["id"])) for doc in corpus)
-    assert {code for _, code in data.HTTP_STATUS_QUERIES} <= set(ids)
-    assert len(data.HTTP_STATUS_QUERIES) >= 20
+    assert all(doc["text"].startswith(str(doc["id"])) for doc in documents)
+    assert {code for _, code in corpus.HTTP_STATUS_QUERIES} <= set(ids)
+    assert len(corpus.HTTP_STATUS_QUERIES) >= 20
 
 
 def test_stdlib_passages_are_reproducible():
-    first = data.stdlib_passages(50, seed=3)
-    assert first == data.stdlib_passages(50, seed=3) and len(set(first)) == 50
-    assert first != data.stdlib_passages(50, seed=4)
+    first = corpus.stdlib_passages(50, seed=3)
+    assert first == corpus.stdlib_passages(50, seed=3) and len(set(first)) == 50
+    assert first != corpus.stdlib_passages(50, seed=4)
     with pytest.raises(ValueError, match="asked for"):
-        data.stdlib_passages(10**7)
+        corpus.stdlib_passages(10**7)
 
 
 def test_timer_and_memory_watch():
@@ -154,3 +155,10 @@ def test_recorded_vllm_streams_are_consistent():
         assert request["ttft_s"] == pytest.approx(texts[0][0], abs=0.01)
         assert sum(request["itl_s"]) == pytest.approx(texts[-1][0] - texts[0][0], abs=0.01)
         assert request["e2e_s"] >= request["chunks"][-1][0] - 0.01
+
+
+def test_latency_summary():
+    summary = bench.latency_summary([0.001] * 19 + [0.1])
+    assert summary["p50_ms"] == pytest.approx(1.0) and summary["p95_ms"] > 1.0 and summary["n"] == 20
+    with pytest.raises(ValueError):
+        bench.latency_summary([])

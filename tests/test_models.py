@@ -90,3 +90,29 @@ def test_every_model_says_what_it_is(monkeypatch):
     hub = models.describe_model("chat")
     assert hub["hub_id"] == "Qwen/Qwen2.5-1.5B-Instruct" and "Hugging Face Hub" in hub["what"]
     assert models.spec_for("chat").tool_call_parser == "hermes"
+
+
+class CountingModel:
+    """Stands in for an embedding model: a fixed vector per text, and a count of texts seen."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def encode(self, texts, batch_size=32):
+        self.seen += len(texts)
+        return np.array([[len(t), t.count("a") + 1, 1.0] for t in texts], dtype=np.float32)
+
+
+def test_encode_caches_each_text_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    model = CountingModel()
+    first = models.encode(model, ["a", "bb", "a"], name="fake")
+    assert first.shape == (3, 3) and first.dtype == np.float32
+    assert model.seen == 2, "a repeated text is encoded once"
+    again = models.encode(model, ["bb", "ccc", "a"], name="fake")
+    assert model.seen == 3, "only the new text reaches the model"
+    assert np.array_equal(again[0], first[1]) and np.array_equal(again[2], first[0])
+    models.encode(model, ["a"], name="another model")
+    assert model.seen == 4, "the cache key includes the model"
+    with pytest.raises(ValueError, match="empty"):
+        models.encode(model, [], name="fake")

@@ -6,7 +6,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from labkit import cli, plan
+from labkit.course import cli, plan
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
 START = date(2026, 12, 1)
@@ -162,12 +162,12 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, expected):
 
 
 def test_book_phase_pages_show_the_plan_itself():
-    """The weekly plans on the phase pages are generated from labkit.plan, so they cannot disagree."""
+    """The weekly plans on the phase pages are generated from labkit.course.plan, so they cannot disagree."""
     from conftest import ROOT
 
     stale = plan.update_book_pages(ROOT / "book", check=True)
     assert not stale, (f"{[str(p) for p in stale]} show an old weekly plan; regenerate them: "
-                       ".venv/bin/python -c \"from labkit import plan; plan.update_book_pages('book')\"")
+                       ".venv/bin/python -c \"from labkit.course import plan; plan.update_book_pages('book')\"")
     phase1 = (ROOT / "book" / "phase1" / "index.md").read_text()
     assert "| 5 | 29-35 |" in phase1 and "| 4 | 22-28 |" in phase1
 

@@ -7,8 +7,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from labkit import cli, progress
-from labkit.labrun import run_notebook
+from labkit.course import cli, progress
+from labkit.course.labrun import run_notebook
 
 
 def _check(source, grade_id):

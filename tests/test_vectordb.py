@@ -8,41 +8,11 @@ import pytest
 from labkit import vectordb
 
 
-class CountingModel:
-    """Stands in for an embedding model: a fixed vector per text, and a count of texts seen."""
-
-    def __init__(self):
-        self.seen = 0
-
-    def encode(self, texts, batch_size=32):
-        self.seen += len(texts)
-        return np.array([[len(t), t.count("a") + 1, 1.0] for t in texts], dtype=np.float32)
-
-
-def test_encode_caches_each_text_once(tmp_path, monkeypatch):
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    model = CountingModel()
-    first = vectordb.encode(model, ["a", "bb", "a"], name="fake")
-    assert first.shape == (3, 3) and first.dtype == np.float32
-    assert model.seen == 2, "a repeated text is encoded once"
-    again = vectordb.encode(model, ["bb", "ccc", "a"], name="fake")
-    assert model.seen == 3, "only the new text reaches the model"
-    assert np.array_equal(again[0], first[1]) and np.array_equal(again[2], first[0])
-    vectordb.encode(model, ["a"], name="another model")
-    assert model.seen == 4, "the cache key includes the model"
-    with pytest.raises(ValueError, match="empty"):
-        vectordb.encode(model, [], name="fake")
-
-
-def test_normalise_and_latency_summary():
+def test_normalise_rows():
     rows = vectordb.normalise_rows([[3.0, 4.0], [0.0, 2.0]])
     assert np.allclose(np.linalg.norm(rows, axis=1), 1.0)
     with pytest.raises(ValueError, match="all-zero"):
         vectordb.normalise_rows([[0.0, 0.0]])
-    summary = vectordb.latency_summary([0.001] * 19 + [0.1])
-    assert summary["p50_ms"] == pytest.approx(1.0) and summary["p95_ms"] > 1.0 and summary["n"] == 20
-    with pytest.raises(ValueError):
-        vectordb.latency_summary([])
 
 
 def test_qdrant_local_mode_searches_exactly(tmp_path):

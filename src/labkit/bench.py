@@ -1,4 +1,4 @@
-"""Measuring helpers: wall time, peak memory, and how load-test results are reported.
+"""Measuring helpers: wall time, peak memory, latency percentiles, and how load-test results are reported.
 
 Load-test conventions shared by lab 4 and ``benchmarks/serving_throughput.py``:
 output tokens are the server's own count (``usage.completion_tokens``), inter-token
@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 
@@ -70,6 +71,16 @@ def watch_memory(pid: int | None = None, interval: float = 0.2):
     finally:
         stop.set()
         thread.join()
+
+
+def latency_summary(seconds) -> dict:
+    """p50, p95 and mean of a list of latencies in seconds, reported in milliseconds."""
+    seconds = list(seconds)
+    if not seconds:
+        raise ValueError("no latencies to summarise")
+    ms = np.asarray(seconds, dtype=float) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean()), "n": len(ms)}
 
 
 # Below this many requests a p95 is the largest sample or close to it: report the maximum.

@@ -65,7 +65,7 @@ def _course_setup(repository="{repository}", ref="{ref}"):
     before = versions()
     print(f"Installing the course's package from {{repository}} at {{ref}} (a few minutes, once per runtime)")
     for step in ([sys.executable, "-m", "pip", "install", "--quiet", "--no-color", f"labkit[colab] @ git+{{repository}}@{{ref}}"],
-                 [sys.executable, "-m", "labkit.cli", "prepare", "--install"]):
+                 [sys.executable, "-m", "labkit.course.cli", "prepare", "--install"]):
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"`{{' '.join(step[2:])}}` failed (exit {{done.returncode}}); its last lines:\\n"

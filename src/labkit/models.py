@@ -167,6 +167,54 @@ def load_embedding_model(device: str | None = None):
     return SentenceTransformer(embedding_model_path(), device=device)
 
 
+def _embedding_cache_name(model) -> str:
+    """A name that identifies the embedding model, for cache keys."""
+    try:
+        return spec_for("embedding").name
+    except Exception:  # a model object built some other way
+        return type(model).__name__
+
+
+def encode(model, texts, batch_size: int = 32, cache: bool = True, name: str | None = None):
+    """``model.encode(texts)`` as a float32 array of shape (len(texts), dim), cached on disk.
+
+    The cache (``labkit cache``/embeddings.sqlite) keys each vector by the model's name and
+    the text, so only texts never seen before are sent to the model, and a lab run twice
+    encodes each text once. ``cache=False`` skips it.
+    """
+    import hashlib
+    import sqlite3
+
+    import numpy as np
+
+    texts = list(texts)
+    if not texts:
+        raise ValueError("nothing to encode: the list of texts is empty")
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("encode takes a list of strings")
+    if not cache:
+        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
+    name = name or _embedding_cache_name(model)
+    keys = [hashlib.sha256(f"{name}\0{t}".encode()).hexdigest() for t in texts]
+    path = cache_dir() / "embeddings.sqlite"
+    with sqlite3.connect(path, timeout=60) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, dim INTEGER, data BLOB)")
+        found = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            part = unique[start:start + 500]
+            rows = db.execute(f"SELECT key, data FROM vec WHERE key IN ({','.join('?' * len(part))})", part)
+            found.update({key: np.frombuffer(data, dtype=np.float32) for key, data in rows})
+        todo = [i for i, key in enumerate(keys) if key not in found]
+        todo = list({keys[i]: i for i in todo}.values())  # one model call per distinct text
+        if todo:
+            fresh = np.asarray(model.encode([texts[i] for i in todo], batch_size=batch_size), dtype=np.float32)
+            db.executemany("INSERT OR REPLACE INTO vec VALUES (?, ?, ?)",
+                           [(keys[i], v.shape[0], v.tobytes()) for i, v in zip(todo, fresh)])
+            found.update({keys[i]: v for i, v in zip(todo, fresh)})
+    return np.stack([found[key] for key in keys])
+
+
 def _converted_folder(spec: ModelSpec) -> Path:
     return cache_dir() / "models" / spec.name
 

@@ -1,7 +1,6 @@
 """Figures every lab ends with, in one consistent style."""
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -49,53 +48,6 @@ def heatmap(matrix, row_labels, col_labels, title: str, path=None):
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     _save(fig, path)
-    return fig
-
-
-def plan_timeline(path=None):
-    """The ninety-day plan at a glance, drawn from ``labkit.plan`` (the book's landing figure).
-
-    Saved as SVG without a timestamp, so the same plan always gives the same file.
-    """
-    from . import plan
-
-    week_rows = plan.weekly_targets(next(iter(plan.TRACKS)))
-    colours = {"Foundation": "#4C72B0", "Build": "#DD8452", "Position": "#55A868"}
-    fig, ax = plt.subplots(figsize=(11, 6.2), dpi=100)
-    rows = len(week_rows) + 1
-    for phase in plan.PHASES:  # one band per phase on the top row
-        ax.barh(rows, phase.last_day - phase.first_day + 1, left=phase.first_day - 0.5, height=0.8,
-                color=colours[phase.name])
-        ax.text((phase.first_day + phase.last_day) / 2, rows, f"{phase.name}, days {phase.first_day}-{phase.last_day}",
-                ha="center", va="center", color="white", fontsize=9, weight="bold")
-    for week in week_rows:  # one bar per week, labelled with its target
-        y = rows - week.week
-        title = week.title
-        if 5 <= week.week <= 8:
-            title = f"Track work ({' / '.join(plan.TRACKS)})"
-        ax.barh(y, week.last_day - week.first_day + 1, left=week.first_day - 0.5, height=0.6,
-                color=colours[week.phases[-1]], alpha=0.35)
-        right = week.last_day > 60
-        ax.text(week.first_day - 1 if right else week.last_day + 1, y, f"W{week.week}  {title}",
-                ha="right" if right else "left", va="center", fontsize=8)
-    for milestone in plan.milestones():
-        ax.axvline(milestone.day + 0.5, color="#333333", linestyle="--", linewidth=1)
-        label = textwrap.fill(f"Day {milestone.day}: {milestone.deliverable}", 34)
-        ax.text(milestone.day - 0.5, -0.1, label, ha="right", va="top", fontsize=7.5)
-    ax.set_xlim(0, plan.DAYS + 1)
-    ax.set_ylim(-2.8, rows + 0.7)
-    ax.set_yticks([])
-    ax.set_xticks([1, 15, 30, 45, 60, 75, 90])
-    ax.set_xlabel("day")
-    ax.set_title("Ninety days, three phases, one deliverable at the end of each", fontsize=11)
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with plt.rc_context({"svg.hashsalt": "labkit", "svg.fonttype": "none"}):
-            fig.savefig(path, format="svg", metadata={"Date": None})
-        plt.close(fig)
     return fig
 
 

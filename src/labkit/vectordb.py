@@ -8,17 +8,13 @@
   wheel (PostgreSQL 16 with pgvector, on a Unix socket in a temporary folder) and stops
   and deletes it when the block ends, or connects to a server you already run when you
   name it in ``LABKIT_DATABASE_URL`` (or pass ``url=``).
-- ``encode``: embeddings with an on-disk cache, so a lab run twice encodes each text once.
 
 Errors say what failed, where (the URL, without its password, or the folder) and the fix.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import sqlite3
-import statistics
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,51 +31,7 @@ class DatabaseError(RuntimeError):
     """PostgreSQL could not be started or reached; the message names where and the fix."""
 
 
-# ----------------------------------------------------------------------------- embeddings
-
-def _model_name(model) -> str:
-    """A name that identifies the embedding model, for cache keys."""
-    try:
-        from .models import spec_for
-
-        return spec_for("embedding").name
-    except Exception:  # a model object built some other way
-        return type(model).__name__
-
-
-def encode(model, texts, batch_size: int = 32, cache: bool = True, name: str | None = None) -> np.ndarray:
-    """``model.encode(texts)`` as a float32 array of shape (len(texts), dim), cached on disk.
-
-    The cache (``labkit cache``/embeddings.sqlite) keys each vector by the model's name and
-    the text, so only texts never seen before are sent to the model. ``cache=False`` skips it.
-    """
-    texts = list(texts)
-    if not texts:
-        raise ValueError("nothing to encode: the list of texts is empty")
-    if not all(isinstance(t, str) for t in texts):
-        raise TypeError("encode takes a list of strings")
-    if not cache:
-        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
-    name = name or _model_name(model)
-    keys = [hashlib.sha256(f"{name}\0{t}".encode()).hexdigest() for t in texts]
-    path = cache_dir() / "embeddings.sqlite"
-    with sqlite3.connect(path, timeout=60) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS vec (key TEXT PRIMARY KEY, dim INTEGER, data BLOB)")
-        found = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):
-            part = unique[start:start + 500]
-            rows = db.execute(f"SELECT key, data FROM vec WHERE key IN ({','.join('?' * len(part))})", part)
-            found.update({key: np.frombuffer(data, dtype=np.float32) for key, data in rows})
-        todo = [i for i, key in enumerate(keys) if key not in found]
-        todo = list({keys[i]: i for i in todo}.values())  # one model call per distinct text
-        if todo:
-            fresh = np.asarray(model.encode([texts[i] for i in todo], batch_size=batch_size), dtype=np.float32)
-            db.executemany("INSERT OR REPLACE INTO vec VALUES (?, ?, ?)",
-                           [(keys[i], v.shape[0], v.tobytes()) for i, v in zip(todo, fresh)])
-            found.update({keys[i]: v for i, v in zip(todo, fresh)})
-    return np.stack([found[key] for key in keys])
-
+# ----------------------------------------------------------------------------- vectors
 
 def normalise_rows(vectors) -> np.ndarray:
     """Each row scaled to length 1 (float32), so that a dot product is a cosine."""
@@ -88,16 +40,6 @@ def normalise_rows(vectors) -> np.ndarray:
     if np.any(norms == 0):
         raise ValueError("an all-zero vector has no direction: cosine similarity is undefined for it")
     return vectors / norms
-
-
-def latency_summary(seconds) -> dict:
-    """p50, p95 and mean of a list of latencies in seconds, reported in milliseconds."""
-    seconds = list(seconds)
-    if not seconds:
-        raise ValueError("no latencies to summarise")
-    ms = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(statistics.fmean(ms)), "n": len(ms)}
 
 
 # ----------------------------------------------------------------------------- Qdrant, embedded

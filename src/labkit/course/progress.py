@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import nbmeta
+
 DEFAULT_FOLDER = "notebooks"
 PATTERN = "phase*/[0-9][0-9]_*.ipynb"
 
@@ -60,12 +62,7 @@ def find_labs(folder=DEFAULT_FOLDER, lab: str | None = None) -> list[Path]:
 
 def visible_checks(nb) -> dict[int, str]:
     """Cell index -> check name (its nbgrader grade_id) for every graded code cell."""
-    checks = {}
-    for index, cell in enumerate(nb.cells):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") == "code" and meta.get("grade") is True:
-            checks[index] = meta.get("grade_id") or f"cell {index}"
-    return checks
+    return nbmeta.graded_tests(nb.cells)
 
 
 class _NoBar:

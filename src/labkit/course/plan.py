@@ -10,6 +10,7 @@ Days are counted from 1 (the start date) to 90. Week ``n`` covers days ``7n-6`` 
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -324,7 +325,7 @@ def to_markdown(plan: Schedule) -> str:
 # The book's phase pages ----------------------------------------------------------------
 
 # A phase page holds its weekly plan between these two lines, written by update_book_pages.
-BOOK_BEGIN = "<!-- The weekly plan below is generated from labkit.plan: edit the plan, then run update_book_pages. -->"
+BOOK_BEGIN = "<!-- The weekly plan below is generated from labkit.course.plan: edit the plan, then run update_book_pages. -->"
 BOOK_END = "<!-- End of the generated weekly plan. -->"
 
 
@@ -473,3 +474,50 @@ def write_plan(start, track: str, out_dir=".", hours_per_week: float = HOURS_PER
     paths[0].write_text(to_markdown(plan), encoding="utf-8")
     paths[1].write_bytes(to_ics(plan, now).encode("utf-8"))  # bytes: keep CRLF as written
     return paths
+
+
+def plan_timeline(path=None):
+    """The ninety-day plan at a glance, drawn from the plan above (the book's landing figure).
+
+    Saved as SVG without a timestamp, so the same plan always gives the same file.
+    """
+    import matplotlib.pyplot as plt
+
+    week_rows = weekly_targets(next(iter(TRACKS)))
+    colours = {"Foundation": "#4C72B0", "Build": "#DD8452", "Position": "#55A868"}
+    fig, ax = plt.subplots(figsize=(11, 6.2), dpi=100)
+    rows = len(week_rows) + 1
+    for phase in PHASES:  # one band per phase on the top row
+        ax.barh(rows, phase.last_day - phase.first_day + 1, left=phase.first_day - 0.5, height=0.8,
+                color=colours[phase.name])
+        ax.text((phase.first_day + phase.last_day) / 2, rows, f"{phase.name}, days {phase.first_day}-{phase.last_day}",
+                ha="center", va="center", color="white", fontsize=9, weight="bold")
+    for week in week_rows:  # one bar per week, labelled with its target
+        y = rows - week.week
+        title = week.title
+        if 5 <= week.week <= 8:
+            title = f"Track work ({' / '.join(TRACKS)})"
+        ax.barh(y, week.last_day - week.first_day + 1, left=week.first_day - 0.5, height=0.6,
+                color=colours[week.phases[-1]], alpha=0.35)
+        right = week.last_day > 60
+        ax.text(week.first_day - 1 if right else week.last_day + 1, y, f"W{week.week}  {title}",
+                ha="right" if right else "left", va="center", fontsize=8)
+    for milestone in milestones():
+        ax.axvline(milestone.day + 0.5, color="#333333", linestyle="--", linewidth=1)
+        label = textwrap.fill(f"Day {milestone.day}: {milestone.deliverable}", 34)
+        ax.text(milestone.day - 0.5, -0.1, label, ha="right", va="top", fontsize=7.5)
+    ax.set_xlim(0, DAYS + 1)
+    ax.set_ylim(-2.8, rows + 0.7)
+    ax.set_yticks([])
+    ax.set_xticks([1, 15, 30, 45, 60, 75, 90])
+    ax.set_xlabel("day")
+    ax.set_title("Ninety days, three phases, one deliverable at the end of each", fontsize=11)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with plt.rc_context({"svg.hashsalt": "labkit", "svg.fonttype": "none"}):
+            fig.savefig(path, format="svg", metadata={"Date": None})
+        plt.close(fig)
+    return fig

@@ -7,11 +7,11 @@ from pathlib import Path
 
 
 def _prepare(args) -> int:
-    from . import models
+    from .. import models
 
     for name, where in models.prepare(force=args.force, install=args.install).items():
         print(f"ready: {name:<24} {where}")
-    from . import upstream
+    from .. import upstream
 
     status = 0
     try:  # lab 9's upstream project: its pinned sdist, fetched from the package index once
@@ -20,14 +20,14 @@ def _prepare(args) -> int:
         print(f"not ready: {error}", file=sys.stderr)
         status = 1
     if args.serving:
-        from . import serving
+        from .. import serving
 
         print(f"ready: {'vllm':<24} {serving.install_vllm()}")
     return status
 
 
 def _hardware(args) -> int:
-    from . import config, hardware
+    from .. import config, hardware
 
     print(config.describe_hardware())
     try:
@@ -39,7 +39,7 @@ def _hardware(args) -> int:
 
 
 def _models(args) -> int:
-    from . import models
+    from .. import models
 
     for role in models.DEFAULTS:
         spec = models.spec_for(role)

@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import nbmeta
+
 FIELDS = ("assignment", "student_id", "notebook", "score", "max_score", "status", "detail")
 NEEDS_ACTION = ("not graded", "broken file")
 
@@ -47,7 +49,7 @@ def _readable(path: Path) -> str:
 def _timeouts(path: Path) -> list[str]:
     """The cells of an autograded notebook that hit the time limit."""
     cells = json.loads(path.read_text())["cells"]
-    return [cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {i}"
+    return [nbmeta.name(cell, i)
             for i, cell in enumerate(cells) for out in cell.get("outputs", [])
             if out.get("output_type") == "error" and "Timeout" in out.get("ename", "")]
 

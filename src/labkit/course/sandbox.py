@@ -40,6 +40,8 @@ from nbclient.util import run_sync
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, List, Unicode
 
+from . import nbmeta
+
 # Cache entries a lab writes to while it runs: each kernel gets its own copy, so one
 # submission cannot plant anything that another submission's run would read.
 MUTABLE_CACHE = ("embeddings.sqlite", "vllm-cache", "torch-compile-cache", "adapters")
@@ -393,11 +395,10 @@ class SandboxedExecute(Execute):
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         self._output_bytes = 0
         if self.guard and cell.cell_type == "code":
-            meta = cell.metadata.get("nbgrader", {})
             if not getattr(self, "_guard_ready", False) or cell_index == 0:
                 await self._run_quietly(GUARD_SNAPSHOT)
                 self._guard_ready = True
-            if meta.get("grade") and not meta.get("solution"):
+            if nbmeta.is_graded_test(cell):
                 await self._run_quietly("", {"guard": GUARD_RESTORE})
         return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
 

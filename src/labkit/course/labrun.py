@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bench import watch_memory
+from ..bench import watch_memory
 
 
 class LabRunError(RuntimeError):

@@ -1,0 +1,13 @@
+"""The course's own tooling: what maintainers, instructors and the ``labkit`` command use.
+
+- ``cli``: the ``labkit`` command (prepare, hardware, run, plan, progress, grades).
+- ``plan``: the ninety-day plan, its calendar and the weekly plans on the phase pages.
+- ``progress``: runs a learner's labs and says which checks pass.
+- ``labrun``: executes a notebook in a fresh kernel, timed, with its peak memory.
+- ``nbmeta``: the one reader of nbgrader's cell metadata.
+- ``grading``: the report on an nbgrader gradebook (CSV, HTML, figure, exit status).
+- ``sandbox``: the execute preprocessor that runs each submission in bubblewrap.
+
+No lab imports from here; labs use the runtime modules one level up (``labkit.models``,
+``labkit.serving``...). ``tests/test_package_layout.py`` fails if a runtime module does.
+"""
