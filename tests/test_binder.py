@@ -8,7 +8,6 @@ checks that it picks this Python, the CPU build of torch and the postBuild step.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import stat
@@ -18,8 +17,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from conftest import RELEASE, ROOT, SOURCE_LABS
+
 from labkit import launch
 from labkit.config import cache_dir
 

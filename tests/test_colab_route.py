@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import RELEASE, ROOT, SOURCE
 
 from labkit import launch

@@ -5,7 +5,6 @@ course ships one copy and every interpreter reads it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -15,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from labkit import corpus
 
 SHIPPED = ROOT / "src" / "labkit" / "data" / "pydoc_topics.json"

@@ -6,7 +6,6 @@ import re
 
 import pytest
 import yaml
-
 from conftest import PHASES, RELEASE, ROOT, SOURCE_LABS
 
 ALL_NOTEBOOKS = SOURCE_LABS + sorted(RELEASE.glob("phase*/*.ipynb"))

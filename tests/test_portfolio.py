@@ -6,8 +6,8 @@ import os
 import shutil
 
 import pytest
-
 from conftest import ROOT
+
 from labkit import portfolio
 from labkit.portfolio import ArtefactError
 
@@ -35,7 +35,7 @@ def test_every_lab_still_writes_the_files_the_write_up_reads():
 def test_samples_are_marked_and_complete():
     samples = portfolio.load_samples()
     assert set(samples) == set(portfolio.LABS)
-    for lab, artefact in samples.items():
+    for artefact in samples.values():
         assert artefact.is_sample and "SAMPLE" in artefact.sample["what"]
         assert artefact.quick_mode is True, "the samples are quick-mode runs and must say so"
         assert artefact.notebook is None

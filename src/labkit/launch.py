@@ -35,7 +35,12 @@ TEMPLATE = BEGIN + '''\
 # course's repository at a pinned release and prepares the offline models (a few minutes, once
 # per runtime). In the course's own environment, in CI and under the autograder it does nothing.
 def _course_setup(repository="{repository}", ref="{ref}"):
-    import importlib.metadata, importlib.util, os, re, subprocess, sys
+    import importlib.metadata
+    import importlib.util
+    import os
+    import re
+    import subprocess
+    import sys
     try:
         if importlib.util.find_spec("labkit.launch"):  # the course's labkit, not the index's namesake
             return

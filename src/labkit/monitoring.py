@@ -138,7 +138,7 @@ class PrometheusServer(ManagedServer):
         super().__init__("prometheus", command, port, startup_timeout=startup_timeout,
                          log_path=self.folder / "prometheus.log")
 
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         ok, output = _check_config(self.config_path)
         if not ok:
             raise MonitoringError(f"promtool rejects the configuration {self.config_path}:\n{output}")
@@ -234,7 +234,7 @@ def _check_config(path: Path) -> tuple[bool, str]:
 
 # --- uvicorn in a thread ------------------------------------------------------------------
 
-_THREADS: set["ServiceThread"] = set()
+_THREADS: set[ServiceThread] = set()
 
 
 class ServiceThread:
@@ -255,7 +255,7 @@ class ServiceThread:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ServiceThread":
+    def start(self) -> ServiceThread:
         import uvicorn
 
         if port_in_use(self.port):

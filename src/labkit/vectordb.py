@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import cache_dir
-
 DATABASE_ENV = "LABKIT_DATABASE_URL"
 
 

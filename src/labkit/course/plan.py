@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 DAYS = 90
@@ -434,10 +434,10 @@ def to_ics(plan: Schedule, now: datetime | None = None) -> str:
     UIDs are derived from the start date, track and week, so importing a regenerated plan
     updates the events instead of duplicating them. ``now`` fixes DTSTAMP (tests).
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        now = now.replace(tzinfo=UTC)
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = f"{plan.start:%Y%m%d}-{plan.track.name}"
     lines = ["BEGIN:VCALENDAR", "VERSION:2.0", f"PRODID:{PRODID}", "CALSCALE:GREGORIAN", "METHOD:PUBLISH",
              f"X-WR-CALNAME:{ics_escape(f'Ninety days ({plan.track.name} track)')}"]
