@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The fast and full lanes (markers, and prerequisites that fail instead of skipping in CI).
+from lanes import pytest_collection_modifyitems, pytest_configure  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "autograder" / "source"
 RELEASE = ROOT / "notebooks"

@@ -22,12 +22,19 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, venv_env
-from labkit.course import grading, sandbox
-from labkit.config import cache_dir
+from lanes import require
 
-needs_sandbox = pytest.mark.skipif(bool(sandbox.probe()), reason=f"no sandbox here: {sandbox.probe()}")
+from labkit.config import cache_dir
+from labkit.course import grading, sandbox
+
+needs_sandbox = pytest.mark.usefixtures("sandbox_available")
+
+
+@pytest.fixture
+def sandbox_available():
+    problem = sandbox.probe()
+    require(not problem, "a sandbox (bubblewrap with user namespaces)", problem or "")
 
 ASSIGNMENT = "adv"
 SECRET = "the-listener-was-reached"  # what the host's listener sends to whoever connects
@@ -104,7 +111,8 @@ def attack_reads(course: Path) -> str:
     return ("import json\nfor path in %r:\n"
             "    try:\n        cells = json.load(open(path))['cells']\n        print('READ', path)\n"
             "        for cell in cells:\n            code = ''.join(cell['source'])\n"
-            "            if 'def circle_area' in code:\n                exec(code.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n"
+            "            if 'def circle_area' in code:\n"
+            "                exec(code.replace('### BEGIN SOLUTION', '').replace('### END SOLUTION', ''))\n"
             "    except OSError as e:\n        print('BLOCKED', path, type(e).__name__)\n"
             "if 'circle_area' not in globals():\n" % [str(p) for p in sources]) + \
         "    " + WRONG_AREA.replace("\n    ", "\n        ").rstrip("\n") + "\n"
@@ -118,8 +126,8 @@ def attack_gradebook(course: Path) -> str:
 
 
 def attack_network(port: int) -> str:
-    return ("import socket\ntry:\n    s = socket.create_connection(('127.0.0.1', %d), timeout=3)\n"
-            "    print('REACHED', s.recv(100))\nexcept OSError as e:\n    print('BLOCKED', type(e).__name__)\n" % port) + WRONG_AREA
+    return (f"import socket\ntry:\n    s = socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
+            "    print('REACHED', s.recv(100))\nexcept OSError as e:\n    print('BLOCKED', type(e).__name__)\n") + WRONG_AREA
 
 
 def cell(kind: str, source: str, grade_id: str | None = None, points: int = 0, **extra) -> dict:
@@ -265,7 +273,8 @@ def sandbox_config(course: Path, **overrides) -> None:
     config = course / "autograder" / "nbgrader_config.py"
     shutil.copy(ROOT / "autograder" / "nbgrader_config.py", config)
     shutil.copy(ROOT / "autograder" / "feedback_filters.py", course / "autograder")
-    settings = {"SandboxedExecute.sandbox": True, "SandboxedExecute.guard": True, "Execute.timeout": 5, "SandboxedExecute.memory_mb": 512, "SandboxedExecute.processes": 64,
+    settings = {"SandboxedExecute.sandbox": True, "SandboxedExecute.guard": True, "Execute.timeout": 5,
+                "SandboxedExecute.memory_mb": 512, "SandboxedExecute.processes": 64,
                 "SandboxedExecute.output_kb": 256, "SandboxedExecute.cpu_seconds": 60,
                 "SandboxedExecute.file_mb": 64, **overrides}
     with config.open("a") as handle:

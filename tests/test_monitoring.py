@@ -9,12 +9,18 @@ import urllib.request
 
 import pytest
 import yaml
+from lanes import require
 
 from labkit import monitoring
 from labkit.serving import ManagedServer, free_port
 
-needs_prometheus = pytest.mark.skipif(not monitoring.prometheus_available(),
-                                      reason="Prometheus is not installed (apt-get install prometheus)")
+needs_prometheus = pytest.mark.usefixtures("prometheus_installed")
+
+
+@pytest.fixture
+def prometheus_installed():
+    require(monitoring.prometheus_available(), "Prometheus",
+            "apt-get install prometheus (bash .ci/setup does it when run as root)")
 
 
 def metrics_app():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
 import shutil
 import threading
@@ -14,8 +13,8 @@ from urllib.parse import urldefrag, urljoin, urlparse
 
 import pytest
 import yaml
-
 from conftest import ROOT
+from lanes import require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTEFACTS = ROOT / "_build" / "test-artifacts"
@@ -58,10 +57,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/test installs it with apt-get")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    require(CHROMIUM is not None, "Chromium", "apt-get install chromium (bash .ci/test does it when run as root)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -298,7 +298,7 @@ def patch_files(patch: str) -> list[str]:
     return paths
 
 
-def apply_patch(patch: str | Path, dest: Path, spec: Upstream = PINNED) -> "AppliedPatch":
+def apply_patch(patch: str | Path, dest: Path, spec: Upstream = PINNED) -> AppliedPatch:
     """Apply a learner's patch to a fresh copy of the project at ``dest``.
 
     Raises PatchRejected, with a reason a learner can act on, when the text is not a git patch,
@@ -321,7 +321,7 @@ def apply_patch(patch: str | Path, dest: Path, spec: Upstream = PINNED) -> "Appl
     if check.returncode != 0:
         raise PatchRejected(f"the patch does not apply to a fresh {spec.name} {spec.version}: "
                             + " ".join(check.stderr.strip().splitlines()[:4]))
-    for added, deleted, path in (line.split("\t", 2) for line in check.stdout.splitlines() if line.strip()):
+    for _added, deleted, path in (line.split("\t", 2) for line in check.stdout.splitlines() if line.strip()):
         if path.startswith(spec.test_dir + "/") and deleted not in ("0", "-") and (repo / path).exists():
             raise PatchRejected(f"the patch removes {deleted} lines from {path}: a fix adds tests, it does not "
                                 "delete the project's own")
