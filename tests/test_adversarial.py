@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, venv_env
-from lanes import require
 
+from conftest import ROOT, venv_env
 from labkit.config import cache_dir
 from labkit.course import grading, sandbox
+from lanes import require
 
 needs_sandbox = pytest.mark.usefixtures("sandbox_available")
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from conftest import LAB_TIMINGS, SOURCE_LABS, nbgrader, venv_env
-from labkit.course import grading
 from labkit.bench import watch_memory
+from labkit.course import grading
 
 # Stands in for every answer: equal to anything, greater and smaller than anything.
 ANYTHING = """

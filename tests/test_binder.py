@@ -17,8 +17,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import RELEASE, ROOT, SOURCE_LABS
 
+from conftest import RELEASE, ROOT, SOURCE_LABS
 from labkit import launch
 from labkit.config import cache_dir
 

@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RELEASE, ROOT, SOURCE
 
+from conftest import RELEASE, ROOT, SOURCE
 from labkit import launch
 from labkit.config import cache_dir, describe_hardware
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from labkit import corpus
 
 SHIPPED = ROOT / "src" / "labkit" / "data" / "pydoc_topics.json"

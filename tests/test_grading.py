@@ -11,8 +11,8 @@ import json
 import shutil
 
 import pytest
-from conftest import ROOT, nbgrader
 
+from conftest import ROOT, nbgrader
 from labkit.course import cli, grading
 
 

@@ -8,8 +8,8 @@ import sys
 import tomllib
 
 import pytest
-from conftest import RELEASE, ROOT, SOURCE_LABS
 
+from conftest import RELEASE, ROOT, SOURCE_LABS
 from labkit import launch
 
 STUDENT_COPIES = sorted(RELEASE.glob("phase*/*.ipynb"))

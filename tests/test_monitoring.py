@@ -9,10 +9,10 @@ import urllib.request
 
 import pytest
 import yaml
-from lanes import require
 
 from labkit import monitoring
 from labkit.serving import ManagedServer, free_port
+from lanes import require
 
 needs_prometheus = pytest.mark.usefixtures("prometheus_installed")
 

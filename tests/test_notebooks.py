@@ -6,6 +6,7 @@ import re
 
 import pytest
 import yaml
+
 from conftest import PHASES, RELEASE, ROOT, SOURCE_LABS
 
 ALL_NOTEBOOKS = SOURCE_LABS + sorted(RELEASE.glob("phase*/*.ipynb"))

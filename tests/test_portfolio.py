@@ -6,8 +6,8 @@ import os
 import shutil
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from labkit import portfolio
 from labkit.portfolio import ArtefactError
 

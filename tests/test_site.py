@@ -13,6 +13,7 @@ from urllib.parse import urldefrag, urljoin, urlparse
 
 import pytest
 import yaml
+
 from conftest import ROOT
 from lanes import require
 

@@ -89,7 +89,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-_LIVE: set["ManagedServer"] = set()
+_LIVE: set[ManagedServer] = set()
 
 
 @atexit.register
@@ -131,7 +131,7 @@ class ManagedServer:
         except OSError:
             return "(no log written)"
 
-    def start(self) -> "ManagedServer":
+    def start(self) -> ManagedServer:
         if port_in_use(self.port):
             raise ServerError(f"port {self.port} on 127.0.0.1 is already in use, so the {self.name} server cannot "
                               "start there. Fix: stop whatever listens there, or pass another port (port=None picks a free one).")
@@ -225,7 +225,7 @@ _STARTUP_MARKS = (
 _LOG_TIME = re.compile(r"(?<!\d)(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?!\d)")
 
 
-def startup_stages(server: "ManagedServer") -> list[tuple[str, float]]:
+def startup_stages(server: ManagedServer) -> list[tuple[str, float]]:
     """How long each stage of a vLLM start took, read from its log: ``[(stage, seconds), ...]``.
 
     The log's timestamps have one-second resolution, so each stage is good to about a
