@@ -16,14 +16,14 @@ script prints them; anything but the loopback address or a local socket is a lea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LAB = ROOT / "autograder" / "source" / "phase2" / "06_agent_with_eval.ipynb"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import run_lab  # noqa: E402
+
 LOOPBACK = {"'127.0.0.1'", "'::1'"}
 
 # Imported by every Python process that inherits PYTHONPATH: log each address it connects to.
@@ -50,16 +50,13 @@ def main(argv=None) -> int:
     parser.add_argument("--student", action="store_true", help="student mode instead of quick mode")
     parser.add_argument("--timeout", type=int, default=3000, help="seconds allowed per cell")
     args = parser.parse_args(argv)
-    from labkit.course.labrun import run_notebook
-
     mode = "student" if args.student else "quick"
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
-        results, audit = Path(tmp) / "results", Path(tmp) / "audit"
+        audit = Path(tmp) / "audit"
         audit.mkdir()
         print(f"running the lab in {mode} mode ...", flush=True)
-        lab = run_notebook(LAB, Path(tmp) / LAB.name, timeout=args.timeout, quick=not args.student,
-                           extra_env={"LABKIT_RESULTS": str(results), **_audited_env(audit)})
-        found = json.loads((results / "06_agent_with_eval.json").read_text())
+        lab, found = run_lab("06_agent_with_eval", Path(tmp), quick=not args.student, timeout=args.timeout,
+                             results_file="06_agent_with_eval.json", extra_env=_audited_env(audit))
         log = audit / "connections.log"
         connections = log.read_text().splitlines() if log.is_file() else []
     print(f"\n== {mode} mode, {found['hardware']}, precision {found['precision']}")

@@ -18,17 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LAB = ROOT / "autograder" / "source" / "phase2" / "05_lora_finetune.ipynb"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import run_lab  # noqa: E402
 
 
 def run(mode: str, out: Path, timeout: int) -> dict:
-    from labkit.course.labrun import run_notebook
-
-    results = out / mode / "results"
-    lab = run_notebook(LAB, out / mode / LAB.name, timeout=timeout, quick=(mode == "quick"),
-                       extra_env={"LABKIT_RESULTS": str(results)})
-    numbers = json.loads((results / "05_lora_finetune.json").read_text())
+    lab, numbers = run_lab("05_lora_finetune", out / mode, quick=(mode == "quick"), timeout=timeout,
+                           results_file="05_lora_finetune.json")
     # The machine may be shared: the load average at the end says how far to trust the times.
     return {"mode": mode, "lab_wall_s": lab.wall_s, "lab_peak_mib": lab.peak_mb,
             "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()], **numbers}

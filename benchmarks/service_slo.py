@@ -14,24 +14,17 @@ the ratio and the drill times, not the absolute rates.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LAB = ROOT / "autograder" / "source" / "phase3" / "07_ship_and_monitor.ipynb"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import run_lab  # noqa: E402
 
 
 def run(quick: bool, out: Path, timeout: int) -> dict:
-    from labkit.course.labrun import run_notebook
-
-    if not LAB.is_file():
-        raise SystemExit(f"{LAB} is missing: the benchmark needs the instructor's source notebook")
-    results = out / "results"
-    lab = run_notebook(LAB, out / LAB.name, timeout=timeout, quick=quick, extra_env={"LABKIT_RESULTS": str(results)})
-    numbers = json.loads((results / "07_ship_and_monitor.json").read_text())
+    lab, numbers = run_lab("07_ship_and_monitor", out, quick=quick, timeout=timeout, results_file="07_ship_and_monitor.json")
     return {"lab_wall_s": lab.wall_s, "lab_peak_mib": lab.peak_mb,
             "load_average_after_1_5_15": [round(x, 1) for x in os.getloadavg()], **numbers}
 
