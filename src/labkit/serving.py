@@ -10,6 +10,12 @@ Each server is a context manager: it waits on ``/health`` with a bound, keeps it
 and is stopped (its whole process group) when the block ends, when the cell is
 interrupted, or when the Python process that started it exits or is killed (a small
 guardian process, ``labkit.guardian``, watches for that).
+
+When ``LABKIT_SHARED_SERVERS`` names a folder (a grading run sets it; see
+``labkit.course.shared_servers``), ``vllm_server()`` does not start vLLM itself: it asks the
+grading run, through the Unix socket in that folder, for the one server of that exact
+configuration, and reaches it through a small relay of its own on 127.0.0.1. Stopping or
+pausing such a server stops or pauses the relay; the server stays up for the other notebooks.
 """
 from __future__ import annotations
 
@@ -269,7 +275,7 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
                 max_model_len: int = 2048, kv_cache_gib: int = 1, served_name: str = "chat",
                 lora_adapters: dict | None = None, max_lora_rank: int = 8, gpu_memory_fraction: float | None = None,
                 dtype: str | None = None, eager: bool | None = None, extra_args: tuple[str, ...] = (),
-                startup_timeout: float = 600, log_path=None) -> ManagedServer:
+                startup_timeout: float = 600, log_path=None, share: bool = True) -> ManagedServer:
     """A vLLM server for ``model`` (default: the course's chat model) under the name ``served_name``.
 
     ``dtype`` defaults to the precision ``labkit.hardware.precision()`` chose for this machine.
@@ -283,9 +289,18 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
     base model, and a request picks one by sending its name as ``model``.
     ``gpu_memory_fraction`` caps vLLM's share of the GPU (its default takes 90%), for a
     kernel that keeps models of its own on the same GPU; without a GPU it is ignored.
+    With ``LABKIT_SHARED_SERVERS`` set (during grading) and ``share`` true, a server of the
+    course's chat model without adapters or extra arguments is the grading run's shared one
+    (``SharedServer``); a LoRA server, another model or extra arguments always start their own.
     """
     from .models import chat_model_path
 
+    folder = shared_servers_folder()
+    if share and folder and model is None and port is None and not lora_adapters and not extra_args:
+        config = {"max_num_seqs": max_num_seqs, "max_model_len": max_model_len, "kv_cache_gib": kv_cache_gib,
+                  "served_name": served_name, "dtype": dtype, "eager": eager,
+                  "gpu_memory_fraction": gpu_memory_fraction}
+        return SharedServer(folder, config, startup_timeout=startup_timeout, log_path=log_path)
     model = model or chat_model_path()
     command = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port or free_port()),
@@ -316,6 +331,131 @@ def vllm_server(model: str | None = None, port: int | None = None, max_num_seqs:
     return ManagedServer("vllm", command, int(command[command.index("--port") + 1]), env=env,
                          startup_timeout=startup_timeout, log_path=log_path, served_model=served_name,
                          extra_body={"ignore_eos": True})  # every request yields exactly max_tokens
+
+
+# --- one server per grading run, shared by the notebooks it grades --------------------------
+
+SHARED_SERVERS_ENV = "LABKIT_SHARED_SERVERS"  # a folder holding the grading run's broker socket
+BROKER_SOCKET = "broker.sock"
+
+
+def shared_servers_folder() -> Path | None:
+    """The folder named by ``LABKIT_SHARED_SERVERS``, or None when servers are not shared."""
+    value = os.environ.get(SHARED_SERVERS_ENV, "").strip()
+    return Path(value) if value and value != "off" else None
+
+
+def ask_broker(socket_path: str | Path, request: dict, timeout: float | None = None) -> tuple[socket.socket, dict]:
+    """Send one request line to the grading run's broker; returns the open socket and its one-line reply."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(socket_path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        line = bytearray()
+        while not line.endswith(b"\n"):  # byte by byte: what follows the line belongs to the server
+            byte = sock.recv(1)
+            if not byte:
+                raise ConnectionError("the broker closed the connection without an answer")
+            line += byte
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return sock, json.loads(line)
+
+
+def splice(one: socket.socket, other: socket.socket) -> None:
+    """Copy bytes both ways until both sides are done, then close both."""
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    back = threading.Thread(target=pump, args=(other, one), daemon=True)
+    back.start()
+    pump(one, other)
+    back.join()
+    one.close()
+    other.close()
+
+
+class SharedServer(ManagedServer):
+    """The grading run's vLLM server for one configuration, seen through a relay of this process's own.
+
+    The relay (``python -m labkit.serving relay``) listens on a free port of 127.0.0.1 and
+    hands each connection to the broker's Unix socket, the only way out of a grading
+    sandbox. ``start()`` asks the broker for the server (started, reused, or restarted if it
+    died) and waits for it; ``stop()``, and ``monitoring.pause``, act on the relay alone.
+    ``reused`` says whether another notebook had started the server; ``started_at`` and
+    ``ready_after_s`` describe that start, whose log (up to the moment it was ready) heads
+    this relay's log, so ``startup_stages`` reads it.
+    """
+
+    def __init__(self, folder: str | Path, config: dict, startup_timeout: float = 600, log_path=None):
+        port = free_port()
+        self.broker_socket = Path(folder) / BROKER_SOCKET
+        self.config = dict(config)
+        command = [sys.executable, "-m", "labkit.serving", "relay", str(self.broker_socket), str(port),
+                   json.dumps(self.config)]
+        super().__init__("vllm", command, port, startup_timeout=startup_timeout, log_path=log_path,
+                         served_model=self.config.get("served_name", "chat"), extra_body={"ignore_eos": True})
+        self.command.append(str(self.log_path.with_name("shared-server.json")))  # where the relay says what it got
+        self.reused: bool | None = None
+        self.shared_key: str | None = None
+
+    def start(self) -> SharedServer:
+        if not self.broker_socket.is_socket():
+            raise ServerError(f"{SHARED_SERVERS_ENV}={self.broker_socket.parent} names no running grading run "
+                              f"(no socket {self.broker_socket.name} there). Fix: unset {SHARED_SERVERS_ENV}, and "
+                              "the notebook starts its own server.")
+        super().start()
+        info = json.loads(self.log_path.with_name("shared-server.json").read_text())
+        self.started_at, self.ready_after_s = info["started_at"], info["ready_after_s"]
+        self.reused, self.shared_key = info["reused"], info["key"]
+        return self
+
+
+def _relay(broker_socket: str, port: int, config: dict, info_path: str) -> int:
+    """Serve 127.0.0.1:``port``, each connection passed through the broker to the shared server."""
+    try:
+        sock, reply = ask_broker(broker_socket, {"op": "ensure", "config": config})
+        sock.close()
+    except OSError as error:
+        print(f"the grading run's broker at {broker_socket} cannot be reached: {error}", flush=True)
+        return 1
+    if not reply.get("ok"):
+        print("the grading run could not provide the server:", reply.get("error"), flush=True)
+        return 1
+    print(reply.get("startup_log", ""), flush=True)
+    print(f"shared server {reply['key']} ({'reused' if reply['reused'] else 'started for this notebook'})", flush=True)
+    Path(info_path).write_text(json.dumps(
+        {k: reply[k] for k in ("key", "reused", "started_at", "ready_after_s")}))
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def forward(client: socket.socket):
+        try:
+            upstream, answer = ask_broker(broker_socket, {"op": "connect", "config": config}, timeout=600)
+        except (OSError, ValueError) as error:
+            answer, upstream = {"ok": False, "error": f"broker unreachable: {error}"}, None
+        if not answer.get("ok"):
+            body = json.dumps({"error": answer.get("error")}).encode()
+            client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                           b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            client.close()
+            return
+        splice(client, upstream)
+
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=forward, args=(client,), daemon=True).start()
 
 
 def baseline_server(model: str | None = None, port: int | None = None, continuous_batching: bool = False,
@@ -406,3 +546,7 @@ def vllm_bench(server: ManagedServer, num_prompts: int, max_concurrency: int, in
     if result.returncode != 0:
         raise ServerError(f"vllm bench serve failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return json.loads((out_dir / "result.json").read_text())
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["relay"]:
+    sys.exit(_relay(sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]))

@@ -7,7 +7,8 @@ It starts every kernel through bubblewrap (Debian's ``bubblewrap`` package):
 - its own user, network, process, IPC and hostname namespaces, as an unprivileged user with
   no capabilities; loopback inside is its own, so a lab's servers (vLLM, PostgreSQL,
   Prometheus, uvicorn) still start and talk to the kernel, and nothing outside, 127.0.0.1
-  of the grading machine included, can be reached;
+  of the grading machine included, can be reached; the one way out is the grading run's
+  model-server socket (``labkit.course.shared_servers``), bound in when the run shares servers;
 - a read-only view of the system, the Python environment, the ``labkit`` package and the
   offline models; nothing of the course folder except the submission's own graded copy,
   so the solutions, the hidden tests, the gradebook and other learners' files are absent;
@@ -39,6 +40,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.util import run_sync
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, List, Unicode
+
+from labkit import serving
 
 from . import nbmeta
 
@@ -76,6 +79,7 @@ class Plan:
     readable: list[str] = field(default_factory=list)  # extra read-only paths
     cgroups: dict[str, Path] = field(default_factory=dict)  # {controller: cgroup folder}
     bwrap: str = "bwrap"
+    shared_servers: Path | None = None  # the grading run's model-server folder: only its socket is bound
 
 
 def bwrap(name: str = "bwrap") -> str | None:
@@ -233,6 +237,12 @@ def command(kernel_cmd: list[str], plan: Plan) -> list[str]:
                                      "learners could read the solutions and the gradebook: move the course elsewhere")
     binds += _cache_binds(plan, home)
     binds += ["--bind", str(plan.kernel_dir), str(plan.kernel_dir), "--bind", str(plan.scratch), str(plan.scratch)]
+    if plan.shared_servers is not None:  # the broker's socket alone, at the path the kernel is told
+        broker = plan.shared_servers / serving.BROKER_SOCKET
+        binds += ["--bind", str(broker), str(broker)]
+        args += ["--setenv", serving.SHARED_SERVERS_ENV, str(plan.shared_servers)]
+    else:
+        args += ["--unsetenv", serving.SHARED_SERVERS_ENV]
     # bubblewrap makes the folders above a bind private (0700); pgserver, run as root, hands its
     # binaries to its own user and needs them open to others, as they are outside.
     above = sorted({str(parent) for i, arg in enumerate(binds) if arg in ("--bind", "--ro-bind")
@@ -277,8 +287,12 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.ip = str(kernel_dir / "kernel-ipc")
         kernel_cmd, kw = await super()._async_pre_start_kernel(**kw)
         scratch = Path(kw.get("cwd") or os.getcwd()).resolve()
+        shared = (kw.get("env") or os.environ).get(serving.SHARED_SERVERS_ENV, "").strip()
+        shared_folder = Path(shared) if shared and shared != "off" else None
+        if shared_folder is not None and not (shared_folder / serving.BROKER_SOCKET).is_socket():
+            shared_folder = None  # no grading run listens there: the kernel starts its own servers
         self.plan = Plan(scratch, kernel_dir, self.limits, list(self.readable),
-                         make_cgroups(kernel_dir.name, self.limits), self.bwrap_path)
+                         make_cgroups(kernel_dir.name, self.limits), self.bwrap_path, shared_folder)
         return command(kernel_cmd, self.plan), kw
 
     def _remove_plan(self) -> None:
