@@ -209,11 +209,6 @@ class PrometheusServer(ManagedServer):
                 raise MonitoringError(f"Prometheus could not scrape every target within {timeout:.0f} s:\n" + "\n".join(down))
             time.sleep(0.5)
 
-    def alerts(self) -> list[dict]:
-        """Alerts Prometheus holds now: ``[{"name", "state" ("pending"/"firing"), "labels"}]``."""
-        return [{"name": a["labels"].get("alertname"), "state": a["state"], "labels": a["labels"]}
-                for a in self._api("alerts", {})["alerts"]]
-
     def wait_until(self, expr: str, condition=lambda value: value is not None, timeout: float = 60,
                    interval: float = 0.5) -> float:
         """Seconds until ``condition(query_value(expr))`` held; MonitoringError after ``timeout``."""

@@ -220,9 +220,3 @@ def pg_hnsw_index(db: Postgres, table: str, m: int = 16, ef_construction: int = 
     db.conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")
     db.conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops) "
                     f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
-
-
-def pg_drop_indexes(db: Postgres, table: str) -> None:
-    """Remove the HNSW index, so that queries scan the table exactly."""
-    _check_table(table)
-    db.conn.execute(f"DROP INDEX IF EXISTS {table}_hnsw")

@@ -21,11 +21,6 @@ def is_graded_test(cell) -> bool:
     return cell.get("cell_type") == "code" and meta.get("grade") is True and not meta.get("solution")
 
 
-def is_answer(cell) -> bool:
-    """A cell the learner writes in (nbgrader ``solution``)."""
-    return bool(nbgrader(cell).get("solution"))
-
-
 def graded_tests(cells) -> dict[int, str]:
     """Cell index -> name for every graded test cell."""
     return {index: name(cell, index) for index, cell in enumerate(cells) if is_graded_test(cell)}
