@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,22 @@ def test_at_most_max_servers_run_the_least_recently_used_idle_one_goes(tmp_path)
         with view(shared, max_num_seqs=1) as again:  # the first was stopped, so it starts anew
             assert not again.reused
         assert len(shared.starts) == 4 and len(shared.running) == 2
+
+
+def test_no_start_beyond_max_servers_while_all_are_in_use(tmp_path):
+    with SharedServers(tmp_path / "servers", max_servers=1, factory=fake_factory) as shared:
+        with view(shared, max_num_seqs=1) as busy:
+            held = socket.create_connection(("127.0.0.1", busy.port))  # a request in flight, as far as the broker knows
+            try:
+                for _ in range(50):
+                    if any(e.connections for e in shared._entries.values()):
+                        break
+                    time.sleep(0.1)
+                with pytest.raises(serving.ServerError, match="all in use"):
+                    view(shared, max_num_seqs=2).start()
+            finally:
+                held.close()
+        assert len(shared.starts) == 1
 
 
 def test_bad_settings_are_refused_with_the_reason(broker, tmp_path):

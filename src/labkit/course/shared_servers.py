@@ -13,7 +13,9 @@ asks it for a server instead of starting one. The broker
   died or stopped answering;
 - passes each connection through to the server, so a sandboxed kernel needs nothing but this
   one socket bound into its sandbox, never the grading machine's loopback;
-- keeps at most ``max_servers`` running, stopping the least recently used idle one first;
+- keeps at most ``max_servers`` running or starting, stopping the least recently used idle one
+  first, and refuses a start beyond that (a notebook cannot make it start a server per
+  setting it can think of), and passes at most ``max_connections`` connections at once;
 - stops every server when the run ends (and each dies with the run's process if it is killed).
 
 What a shared vLLM keeps between requests, and why one submission cannot read another's:
@@ -102,15 +104,17 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     connections: int = 0  # open connections passed through to it
     last_used: float = 0.0
+    starting: bool = False
 
 
 class SharedServers:
     """The broker: ``with SharedServers(folder) as shared: run nbgrader with shared.env()``."""
 
     def __init__(self, folder: str | Path, max_servers: int = 2, health_timeout: float = 60,
-                 factory: Callable[[dict], serving.ManagedServer] = vllm_for):
+                 factory: Callable[[dict], serving.ManagedServer] = vllm_for, max_connections: int = 256):
         self.folder = Path(folder)
         self.max_servers, self.health_timeout, self.factory = max_servers, health_timeout, factory
+        self.max_connections = max_connections
         self._entries: dict[str, _Entry] = {}
         self._keys: dict[str, str] = {}  # settings as asked -> key, so a connection skips building the command
         self._lock = threading.Lock()
@@ -184,9 +188,14 @@ class SharedServers:
             self._reply(conn, {"ok": False, "error": f"the shared server does not accept connections: {error}"})
             conn.close()
             return
-        self._reply(conn, {"ok": True})
         with self._lock:
+            if sum(e.connections for e in self._entries.values()) >= self.max_connections:
+                upstream.close()
+                self._reply(conn, {"ok": False, "error": f"more than {self.max_connections} open connections"})
+                conn.close()
+                return
             entry.connections += 1
+        self._reply(conn, {"ok": True})
         try:
             serving.splice(conn, upstream)
         finally:
@@ -240,8 +249,17 @@ class SharedServers:
     def _start(self, entry: _Entry, fresh: serving.ManagedServer, why: str) -> None:
         entry.server.stop()
         self._make_room(entry.key)
-        entry.server = fresh
-        fresh.start()
+        with self._lock:
+            busy = [e for e in self._entries.values() if e is not entry and (e.server.running or e.starting)]
+            if len(busy) >= self.max_servers:
+                raise serving.ServerError(f"the grading run already runs {len(busy)} model servers, all in use; "
+                                          "it starts no more")
+            entry.starting = True
+        try:
+            entry.server = fresh
+            fresh.start()
+        finally:
+            entry.starting = False
         record = {"key": entry.key, "why": why, "ready_after_s": round(fresh.ready_after_s, 1),
                   "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": fresh.command}
         self.starts.append(record)
