@@ -53,13 +53,22 @@ def course_copy(tmp_path_factory) -> Path:
     return course
 
 
+def ran_every_reference(session) -> bool:
+    """True when this session autogrades every lab's reference solution (the whole suite, as in CI)."""
+    ran = {item.callspec.id for item in session.items if hasattr(item, "callspec")
+           and getattr(item, "originalname", "") == "test_reference_runs_clean_and_scores_full_marks"}
+    return bool(SOURCE_LABS) and {lab.stem for lab in SOURCE_LABS} <= ran
+
+
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory) -> Path:
-    """The book built from scratch into a scratch folder, warnings as errors; returns its html/."""
+def built_book(tmp_path_factory, request) -> Path:
+    """The book built from scratch into a scratch folder, warnings as errors; returns its html/.
+    When this session also ran every lab's reference solution, each lab page must show that run."""
     out = tmp_path_factory.mktemp("book")
+    required = {"LABKIT_REFERENCE_RUN_REQUIRED": "1"} if ran_every_reference(request.session) else {}
     result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--all",
                              "-W", "-n", "--keep-going", "--path-output", str(out)],
-                            env=venv_env(), capture_output=True, text=True)
+                            env=venv_env(**required), capture_output=True, text=True)
     assert result.returncode == 0, "the book does not build clean:\n" + result.stdout[-6000:] + result.stderr[-3000:]
     return out / "_build" / "html"
 
