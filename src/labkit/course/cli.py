@@ -1,4 +1,5 @@
-"""Command line: ``labkit prepare``, ``hardware``, ``models``, ``run``, ``plan``, ``progress`` and ``grades``."""
+"""Command line: ``labkit prepare``, ``hardware``, ``models``, ``run``, ``plan``, ``progress``, ``grades``,
+``collect`` and ``grade-class``."""
 from __future__ import annotations
 
 import argparse
@@ -104,6 +105,31 @@ def _grades(args) -> int:
     return 1 if stuck else 0
 
 
+def _collect(args) -> int:
+    from . import classgrade
+
+    rows = classgrade.collect(args.course, args.assignment, force=args.force)
+    for row in rows:
+        print(f"{row.status:<50} {row.file}" + (f"  ({row.detail})" if row.detail else ""))
+    kept_back = [row for row in rows if row.status not in ("collected", "unchanged")]
+    students = {row.student_id for row in rows if row.status in ("collected", "unchanged")}
+    print(f"\n{len(students)} learners ready to grade; {len(kept_back)} files or entries not collected "
+          "(listed above and in intake.csv beside the download); nothing was deleted")
+    return 1 if any(row.status.startswith(("refused", "held")) for row in rows) else 0
+
+
+def _grade_class(args) -> int:
+    from . import classgrade
+
+    status = _collect(args) if args.collect else 0
+    result = classgrade.grade_class(args.course, args.assignment, workers=args.workers, students=args.students,
+                                    timeout_s=args.timeout, force=args.force, progress=lambda line: print(line, flush=True))
+    print("\n" + classgrade.summary(result) + "\n")
+    report = _grades(argparse.Namespace(course=args.course, out=args.out))
+    stuck = [run for run in result.runs if run.status in ("failed", "timed out")]
+    return 1 if (status or report or stuck) else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description="Tools for the course Backend to AI Engineer in 90 days")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +173,23 @@ def main(argv=None) -> int:
     p.add_argument("--course", default=".", metavar="DIR", help="the nbgrader course folder (default: this folder)")
     p.add_argument("--out", default="grades-checked.csv", metavar="FILE", help="CSV written inside the course folder")
     p.set_defaults(func=_grades)
+
+    p = sub.add_parser("collect", help="take in an LMS download (downloaded/ASSIGNMENT/archive) with a status per file")
+    p.add_argument("assignment", help="the nbgrader assignment, e.g. phase1")
+    p.add_argument("--course", default=".", metavar="DIR", help="the nbgrader course folder (default: this folder)")
+    p.add_argument("--force", action="store_true", help="replace a learner's submission collected before")
+    p.set_defaults(func=_collect)
+
+    p = sub.add_parser("grade-class", help="autograde every learner, N at a time, then the `labkit grades` report")
+    p.add_argument("assignment", help="the nbgrader assignment, e.g. phase1")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="learners graded at once (default 2)")
+    p.add_argument("--students", nargs="+", metavar="ID", help="only these learners (default: everyone submitted)")
+    p.add_argument("--timeout", type=float, default=1800, metavar="S", help="seconds allowed per learner (default 1800)")
+    p.add_argument("--force", action="store_true", help="grade again learners already graded (and replace collected ones)")
+    p.add_argument("--collect", action="store_true", help="first take in downloaded/ASSIGNMENT/archive, as `labkit collect`")
+    p.add_argument("--course", default=".", metavar="DIR", help="the nbgrader course folder (default: this folder)")
+    p.add_argument("--out", default="grades-checked.csv", metavar="FILE", help="CSV written inside the course folder")
+    p.set_defaults(func=_grade_class)
 
     args = parser.parse_args(argv)
     try:
