@@ -12,6 +12,12 @@ For each lab, three learners hand in that notebook through `nbgrader zip_collect
   tests, and any end-to-end check declared in SHARED_CHECKS), and keep every other point.
 Each is autograded on its own (`nbgrader autograde --student`), timed, and then feedback
 and the grade export are checked for the whole course.
+
+The model servers the labs ask for are the run's own: one per configuration, started the
+first time a notebook asks, shared by every notebook graded after it and stopped at the end
+(`labkit.course.shared_servers`); the submissions of a lab that serves a model are graded
+back to back while its servers are up. `LABKIT_SHARED_SERVERS=off` gives every notebook
+servers of its own, as plain `nbgrader autograde` does.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import pytest
 from conftest import LAB_TIMINGS, ROOT, SOURCE_LABS, nbgrader, venv_env
 from labkit.bench import watch_memory
 from labkit.course import grading, reference_run
+from labkit.course.shared_servers import SharedServers
 
 # Stands in for every answer: equal to anything, greater and smaller than anything.
 ANYTHING = """
@@ -142,13 +149,24 @@ def collected(course_copy):
     return course_copy
 
 
-def autograde(course: Path, lab: Path, learner: str) -> tuple[float, float]:
+@pytest.fixture(scope="session")
+def shared_servers(tmp_path_factory):
+    """What the grading commands add to their environment: the run's shared model servers."""
+    if os.environ.get("LABKIT_SHARED_SERVERS", "").strip() == "off":
+        yield {"LABKIT_SHARED_SERVERS": "off"}
+        return
+    with SharedServers(tmp_path_factory.mktemp("servers")) as shared:
+        yield shared.env()
+
+
+def autograde(course: Path, lab: Path, learner: str, env: dict | None = None) -> tuple[float, float]:
     """Autograde one learner's submission of one lab; returns (wall seconds, peak MiB)."""
     command = [str(Path(sys.executable).parent / "nbgrader"), "autograde", lab.parent.name,
                "--student", student_id(learner, lab), "--force"]
     start = time.perf_counter()
     with watch_memory() as memory:
-        result = subprocess.run(command, cwd=course / "autograder", env=venv_env(), capture_output=True, text=True)
+        result = subprocess.run(command, cwd=course / "autograder", env=venv_env(**(env or {})),
+                                capture_output=True, text=True)
     wall = time.perf_counter() - start
     assert result.returncode == 0, f"autograde failed for {learner}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return wall, memory["peak_mb"]
@@ -172,16 +190,28 @@ def errors_in(notebook: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def graded(collected):
-    """Lazily autograde (lab, learner) pairs once each, recording the reference runs' cost."""
+def graded(collected, shared_servers):
+    """Lazily autograde (lab, learner) pairs once each, recording the reference runs' cost. A lab
+    that serves a model has all its submissions graded at its first, while its servers are up."""
     done = {}
 
-    def grade(lab: Path, learner: str) -> dict:
-        if (lab, learner) not in done:
-            wall, peak = autograde(collected, lab, learner)
+    def grade_one(lab: Path, learner: str) -> None:
+        try:
+            wall, peak = autograde(collected, lab, learner, shared_servers)
             if learner == "reference":
                 LAB_TIMINGS.append((f"{lab.parent.name}/{lab.name}", wall, peak))
             done[(lab, learner)] = cell_scores(collected, lab, learner)
+        except Exception as error:  # raised again in the test that asks for this learner
+            done[(lab, learner)] = error
+
+    def grade(lab: Path, learner: str) -> dict:
+        if (lab, learner) not in done:
+            together = LEARNERS + tuple(name for name, _, _ in breakers(lab)) if lab.stem in HEAVY_LABS else ()
+            for other in (learner, *together):
+                if (lab, other) not in done:
+                    grade_one(lab, other)
+        if isinstance(done[(lab, learner)], Exception):
+            raise done[(lab, learner)]
         return done[(lab, learner)]
 
     return grade
