@@ -148,7 +148,7 @@ def test_at_most_max_servers_run_the_least_recently_used_idle_one_goes(tmp_path)
 
 
 def test_no_start_beyond_max_servers_while_all_are_in_use(tmp_path):
-    with SharedServers(tmp_path / "servers", max_servers=1, factory=fake_factory) as shared:
+    with SharedServers(tmp_path / "servers", max_servers=1, factory=fake_factory, room_timeout=2) as shared:
         with view(shared, max_num_seqs=1) as busy:
             held = socket.create_connection(("127.0.0.1", busy.port))  # a request in flight, as far as the broker knows
             try:
@@ -240,3 +240,14 @@ def test_a_sandboxed_process_reaches_the_shared_server_only_through_its_socket(b
         bound = [argv[i + 2] for i, arg in enumerate(argv) if arg in ("--bind", "--ro-bind")]
         assert str(broker.socket_path) in bound
         assert not [p for p in bound if p.startswith(str(broker.folder)) and p != str(broker.socket_path)]
+
+
+def test_the_command_line_wraps_a_grading_command_and_leaves_nothing(tmp_path):
+    script = ("import os, pathlib; folder = pathlib.Path(os.environ['LABKIT_SHARED_SERVERS']); "
+              "print('SOCKET', (folder / 'broker.sock').is_socket())")
+    result = subprocess.run([sys.executable, "-m", "labkit.course.shared_servers", "--", sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "SOCKET True" in result.stdout, result.stderr
+    assert "model servers started during this run: 0" in result.stderr
+    missing = subprocess.run([sys.executable, "-m", "labkit.course.shared_servers"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "name the grading command" in missing.stderr

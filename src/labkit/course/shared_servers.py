@@ -14,8 +14,9 @@ asks it for a server instead of starting one. The broker
 - passes each connection through to the server, so a sandboxed kernel needs nothing but this
   one socket bound into its sandbox, never the grading machine's loopback;
 - keeps at most ``max_servers`` running or starting, stopping the least recently used idle one
-  first, and refuses a start beyond that (a notebook cannot make it start a server per
-  setting it can think of), and passes at most ``max_connections`` connections at once;
+  first; a start beyond that waits (up to ``room_timeout``) for a server to go idle, then is
+  refused, so a notebook cannot make it start a server per setting it can think of; it
+  passes at most ``max_connections`` connections at once;
 - stops every server when the run ends (and each dies with the run's process if it is killed).
 
 What a shared vLLM keeps between requests, and why one submission cannot read another's:
@@ -111,10 +112,12 @@ class SharedServers:
     """The broker: ``with SharedServers(folder) as shared: run nbgrader with shared.env()``."""
 
     def __init__(self, folder: str | Path, max_servers: int = 2, health_timeout: float = 60,
-                 factory: Callable[[dict], serving.ManagedServer] = vllm_for, max_connections: int = 256):
+                 factory: Callable[[dict], serving.ManagedServer] = vllm_for, max_connections: int = 256,
+                 room_timeout: float = 600):
         self.folder = Path(folder)
         self.max_servers, self.health_timeout, self.factory = max_servers, health_timeout, factory
         self.max_connections = max_connections
+        self.room_timeout = room_timeout  # how long a start waits for a server to go idle when all slots are taken
         self._entries: dict[str, _Entry] = {}
         self._keys: dict[str, str] = {}  # settings as asked -> key, so a connection skips building the command
         self._lock = threading.Lock()
@@ -248,13 +251,18 @@ class SharedServers:
 
     def _start(self, entry: _Entry, fresh: serving.ManagedServer, why: str) -> None:
         entry.server.stop()
-        self._make_room(entry.key)
-        with self._lock:
-            busy = [e for e in self._entries.values() if e is not entry and (e.server.running or e.starting)]
-            if len(busy) >= self.max_servers:
-                raise serving.ServerError(f"the grading run already runs {len(busy)} model servers, all in use; "
-                                          "it starts no more")
-            entry.starting = True
+        deadline = time.monotonic() + self.room_timeout
+        while True:  # notebooks graded in parallel may need more servers than fit: wait for one to go idle
+            self._make_room(entry.key)
+            with self._lock:
+                busy = [e for e in self._entries.values() if e is not entry and (e.server.running or e.starting)]
+                if len(busy) < self.max_servers:
+                    entry.starting = True
+                    break
+            if time.monotonic() > deadline:
+                raise serving.ServerError(f"the grading run already runs {len(busy)} model servers, all in use "
+                                          f"for {self.room_timeout:.0f} s; it starts no more")
+            time.sleep(1)
         try:
             entry.server = fresh
             fresh.start()
@@ -288,3 +296,29 @@ class SharedServers:
         mark = text.find("Starting vLLM server on")
         cut = text.find("\n", mark) if mark >= 0 else -1
         return text[:cut] if cut >= 0 else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m labkit.course.shared_servers [--max-servers N] -- COMMAND...``: run COMMAND (such
+    as ``nbgrader autograde phase2``) with this run's shared model servers, and stop them after."""
+    import argparse
+    import subprocess
+    import sys
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m labkit.course.shared_servers", description=main.__doc__)
+    parser.add_argument("--max-servers", type=int, default=2, help="model servers running at once (about 4 GB each)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the grading command")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("name the grading command after --, for example: -- nbgrader autograde phase2")
+    with tempfile.TemporaryDirectory(prefix="labkit-servers-") as folder, \
+            SharedServers(folder, max_servers=args.max_servers) as shared:
+        code = subprocess.run(command, env=dict(os.environ, **shared.env())).returncode
+        print(f"model servers started during this run: {len(shared.starts)}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
