@@ -27,6 +27,7 @@ SLOW = {
     "tests/test_monitoring.py": "starts Prometheus",
     "tests/test_serving.py": "starts server processes",
     "tests/test_vectordb.py::test_throwaway_postgres": "starts PostgreSQL",
+    "tests/test_public_tree.py::test_its_readme_commands_work_there": "builds and tests the public course",
 }
 
 

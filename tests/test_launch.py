@@ -86,8 +86,8 @@ def test_apply_replaces_the_old_import_and_is_idempotent(tmp_path):
 
 def run_block(block: str, **env) -> subprocess.CompletedProcess:
     """The block in a fresh interpreter that cannot see the course's package (-S: no site-packages,
-    so neither the editable install nor anything else), as on a runtime without it."""
-    environment = {k: v for k, v in os.environ.items() if k != "NBGRADER_EXECUTION"}
+    so neither the editable install nor anything else; no PYTHONPATH), as on a runtime without it."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("NBGRADER_EXECUTION", "PYTHONPATH")}
     return subprocess.run([sys.executable, "-S", "-c", block], capture_output=True, text=True, timeout=120,
                           env=dict(environment, **env))
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .bench import watch_memory
 from .hardware import precision
+from .heldout import UNSEEN_SEED_KEY, UNSEEN_SERVICE_ALIASES, UNSEEN_TEMPLATES
 
 # ---------------------------------------------------------------------------------------
 # The task: a request in chat -> one tool call
@@ -120,36 +121,8 @@ TEMPLATES = {
         "alert {team}, {urgency}",
     ],
 }
-# Held back for the ``test_unseen`` split: phrasings and aliases that train, dev and test never use.
-UNSEEN_TEMPLATES = {
-    "search_logs": [
-        "find {level} in {service} logs from the past {duration}",
-        "{service}: list {level}, last {duration}",
-    ],
-    "restart_service": [
-        "please reboot {service} pods in {region}",
-        "{region}: {service} needs a restart",
-    ],
-    "scale_service": [
-        "increase {service} to {replicas} replicas",
-        "change the replica count of {service} to {replicas}",
-    ],
-    "rollback": [
-        "undo the last deploy of {service}, back to {version}",
-        "downgrade {service} to {version}",
-    ],
-    "page_oncall": [
-        "notify {team} on-call, {urgency}",
-        "we need {team} here, {urgency}",
-    ],
-}
-UNSEEN_SERVICE_ALIASES = {
-    "checkout": ["checkout-api", "the basket service"],
-    "payments": ["payments-svc", "the billing service"],
-    "search": ["search-api", "the search service"],
-    "auth": ["auth-svc", "the sso service"],
-    "inventory": ["inventory-api", "the stock api"],
-}
+# Held back for the ``test_unseen`` split (phrasings and aliases that train, dev and test never
+# use) in labkit.heldout, the one module the public course replaces with a stand-in.
 PREFIXES = ["", "", "", "hey, ", "pls ", "quick one: ", "@opsbot "]
 SUFFIXES = ["", "", "", " thanks", " please", "!", " ty"]
 
@@ -262,7 +235,7 @@ def toolcall_dataset(n_train: int = 400, n_dev: int = 60, n_test: int = 120, see
     if n_unseen:
         wider = {name: SERVICES[name] + UNSEEN_SERVICE_ALIASES[name] for name in SERVICES}
         # A stream of its own, so the other splits stay exactly what they were for this seed.
-        unseen = _distinct_rows(random.Random(f"unseen-{seed}"), n_unseen, seen,
+        unseen = _distinct_rows(random.Random(f"{UNSEEN_SEED_KEY}-{seed}"), n_unseen, seen,
                                 templates=UNSEEN_TEMPLATES, services=wider)
         splits["test_unseen"] = Dataset.from_list(unseen)
     return splits

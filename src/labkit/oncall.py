@@ -31,7 +31,8 @@ Two kinds of harm are kept apart:
 
 The dev split is for building the agent. The held-out split uses alert wordings and
 (service, kind) pairs that dev never uses; the lab's hidden tests and the benchmark score
-on it, so a lab must never print ``ALERT_TEMPLATES["heldout"]`` or held-out incidents.
+on it, so a lab must never print ``ALERT_TEMPLATES["heldout"]`` or held-out incidents. Its
+wordings and the key its incidents are drawn from are in ``labkit.heldout``.
 There is no policy and no oracle here: the agent loop and the metrics are the learner's work.
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
+from . import heldout
 from .corpus import STOPWORDS, tokenize
 from .finetune import DURATIONS, LEVELS, REGIONS, SERVICES, TEAMS, TOOLS, URGENCIES
 
@@ -470,17 +472,10 @@ _DEV_LATENCY = ("{service} p95 latency is {value} in {region} (SLO 300ms)",
 _DEV_RESTARTS = ("{service} pods restarting repeatedly in {region} ({value} restarts in 30m)",
                  "{service} unavailable in {region}: health checks failing, {value} restarts",
                  "Container restart count for {service} above threshold: {value}")
-_HELDOUT_ERRORS = ("FIRING: HighErrorRate service={service} region={region} value={value}",
-                   "Customers report failures on {service}; dashboards show {value} of requests failing")
-_HELDOUT_LATENCY = ("FIRING: LatencySLOBreach service={service} region={region} p95={value}",
-                    "Support ticket: pages backed by {service} take seconds to load ({value} p95)")
-_HELDOUT_RESTARTS = ("FIRING: KubePodCrashLooping service={service} region={region} restarts={value}",
-                     "Status check: {service} keeps going up and down, {value} restarts seen")
 ALERT_TEMPLATES = {  # split -> kind -> wordings; the held-out ones must never be shown in a lab
     "dev": {"bad_deploy": _DEV_ERRORS, "crash_loop": _DEV_RESTARTS, "load_spike": _DEV_LATENCY,
             "dependency_outage": _DEV_ERRORS, "false_alarm": _DEV_LATENCY},
-    "heldout": {"bad_deploy": _HELDOUT_ERRORS, "crash_loop": _HELDOUT_RESTARTS, "load_spike": _HELDOUT_LATENCY,
-                "dependency_outage": _HELDOUT_ERRORS, "false_alarm": _HELDOUT_LATENCY},
+    "heldout": heldout.ONCALL_ALERT_TEMPLATES,  # kept in labkit.heldout, which the public course replaces
 }
 # kind -> the alerted services of each split; no (service, kind) pair is in both. For a
 # dependency outage the alerted service is the dependent one (only those with dependencies).
@@ -537,7 +532,8 @@ def incidents(split: str = "dev", n: int | None = None, seed: int = 0) -> list[I
     """
     if split not in SPLIT_SERVICES:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLIT_SERVICES)}")
-    rng = random.Random(f"oncall-incidents:{split}:{seed}")
+    key = heldout.ONCALL_SEED_KEY if split == "heldout" else split
+    rng = random.Random(f"oncall-incidents:{key}:{seed}")
     by_kind = {kind: rng.sample(SPLIT_SERVICES[split][kind], len(SPLIT_SERVICES[split][kind])) for kind in KINDS}
     order = [(kind, by_kind[kind][i]) for i in range(max(map(len, by_kind.values())))
              for kind in KINDS if i < len(by_kind[kind])]

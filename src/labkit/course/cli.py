@@ -1,5 +1,5 @@
 """Command line: ``labkit prepare``, ``hardware``, ``models``, ``run``, ``plan``, ``progress``, ``grades``,
-``collect`` and ``grade-class``."""
+``collect``, ``grade-class`` and ``public-tree``."""
 from __future__ import annotations
 
 import argparse
@@ -130,6 +130,15 @@ def _grade_class(args) -> int:
     return 1 if (status or report or stuck) else 0
 
 
+def _public_tree(args) -> int:
+    from . import public_tree
+
+    written = public_tree.export(args.dest, git=args.git)
+    print(f"wrote the public tree into {written.dest}: {written.files} files, checked clean"
+          + (f"; committed {written.commit[:12]}" if written.commit else "; nothing new to commit" if args.git else ""))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description="Tools for the course Backend to AI Engineer in 90 days")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,11 +200,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="grades-checked.csv", metavar="FILE", help="CSV written inside the course folder")
     p.set_defaults(func=_grade_class)
 
+    p = sub.add_parser("public-tree", help="write the public course (no solutions, hidden tests or held-out sets) into DEST")
+    p.add_argument("dest", metavar="DEST", help="an empty folder, or the public repository written before")
+    p.add_argument("--git", action="store_true", help="commit the result in DEST (git init first if needed)")
+    p.set_defaults(func=_public_tree)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (RuntimeError, ValueError) as error:  # the library's errors already say what to do
         print(f"labkit: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:  # the public course leaves the instructor's tools out
+        if not (error.name or "").startswith("labkit.course"):
+            raise
+        print(f"labkit: `labkit {args.command}` is an instructor's tool; the public edition of the course "
+              "leaves it out (it is in the instructors' repository)", file=sys.stderr)
         return 2
 
 
