@@ -77,7 +77,7 @@ class LabPage:
     stem: str
     phase: str
     figures: tuple[tuple[str, str], ...]  # (file name, caption)
-    results: str | None = None  # the results JSON's file name; labs 01 and 02 save figures only
+    results: str | None = None  # the results JSON's file name
     numbers: tuple[Number, ...] = field(default_factory=tuple)
 
     @property
@@ -100,9 +100,28 @@ _EXACT = "{0[0]:.0%} (95% Wilson interval {0[1]:.0%} to {0[2]:.0%})"
 # against the results the labs really write.
 PAGES = {page.stem: page for page in (
     LabPage("01_embeddings", "phase1",
-            (("01_embeddings_throughput.png", "Encoding throughput of all-MiniLM-L6-v2 by batch size"),)),
+            (("01_embeddings_throughput.png", "Encoding throughput of all-MiniLM-L6-v2 by batch size"),),
+            "01_embeddings.json", (
+                Number("known-item search", (("known_item_search", "queries"), ("known_item_search", "documents")),
+                       "{0} hand-written queries over {1} HTTP status codes"),
+                *(Number(f"recall@{k}", (("known_item_search", f"recall@{k}"), ("known_item_search", f"recall@{k}_wilson95")),
+                         _RATE) for k in (1, 5)),
+                Number("best encoding throughput", (("throughput_passages_per_s",), ("best_batch_size",)),
+                       lambda rates, best: f"{rates[str(best)]:.0f} passages/s at batch size {best}"),
+            )),
     LabPage("02_vector_search", "phase1",
-            (("02_vector_search_hnsw.png", "Recall and latency of exact search against HNSW as the index grows"),)),
+            (("02_vector_search_hnsw.png", "Recall and latency of exact search against HNSW as the index grows"),),
+            "02_vector_search.json", (
+                *(Number(f"hit rate@5, chunked as {name}", (("chunking", name, "hit rate@5"), ("chunking", name, "hit rate@5_wilson95")),
+                         _RATE) for name in ("fixed 500, overlap 100", "paragraphs", "recursive 500")),
+                Number("chunks in the largest index", (("largest_index", "chunks"),), "{0:,}"),
+                Number("p50 latency, Qdrant local mode (exact)", (("largest_index", "qdrant exact p50 ms"),), "{0:.1f} ms"),
+                Number("p50 latency, pgvector exact scan", (("largest_index", "pg exact p50 ms"),), "{0:.1f} ms",
+                       when_null="not measured: PostgreSQL did not start"),
+                Number("p50 latency and recall@10, pgvector HNSW (ef_search 40)",
+                       (("largest_index", "pg hnsw ef40 p50 ms"), ("largest_index", "pg hnsw ef40 recall")),
+                       "{0:.1f} ms, recall {1:.3f}", when_null="not measured: PostgreSQL did not start"),
+            )),
     LabPage("03_rag_with_eval", "phase1",
             (("03_rag_retrieval.png", "Retrieval scores of BM25, dense and hybrid search on the development set"),),
             "03_rag_with_eval.json", (
