@@ -32,7 +32,9 @@ c.Execute.interrupt_on_timeout = True
 # Every submission runs in a sandbox (labkit.course.sandbox): its own network and process namespaces,
 # the course files read-only, nothing of the course folder but its own graded copy, limits on
 # CPU time, memory, processes, file size and printed output. Where no sandbox can start,
-# autograde refuses; `--SandboxedExecute.allow_unsandboxed=True` grades without one.
+# autograde refuses; `--SandboxedExecute.allow_unsandboxed=True` grades without one. A run under
+# `python -m labkit.course.shared_servers -- nbgrader autograde ...` shares its model servers:
+# only their broker's Unix socket is bound into each sandbox.
 from labkit.course.sandbox import SandboxedExecute  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,  # noqa: E402
@@ -40,10 +42,9 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
 
 c.Autograde.autograde_preprocessors = [SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
-# LABKIT_SANDBOX=on grades in the sandbox. It stays opt-in until every lab has been proven in
-# it (labs 4 and 7 have not been yet). Off, kernels run as plain nbgrader runs them, with the
-# grader's rights.
-sandboxed = os.environ.get("LABKIT_SANDBOX", "off") == "on"
+# On unless LABKIT_SANDBOX=off (or --SandboxedExecute.sandbox=False): then kernels run as plain
+# nbgrader runs them, with the grader's rights. Any other value keeps it on.
+sandboxed = os.environ.get("LABKIT_SANDBOX", "on").strip().lower() != "off"
 c.SandboxedExecute.sandbox = sandboxed
 c.SandboxedExecute.guard = sandboxed  # put back what tests call before each graded test cell
 
