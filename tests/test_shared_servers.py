@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import psutil
@@ -175,6 +176,18 @@ def test_bad_settings_are_refused_with_the_reason(broker, tmp_path):
     with refusing, pytest.raises(serving.ServerError, match="could not provide the server.*extra_args"):
         serving.SharedServer(refusing.folder, {"extra_args": ["--tool-parser-plugin", "x.py"]},
                              startup_timeout=20).start()
+
+
+def test_a_request_after_the_run_ended_gets_an_error_with_the_reason(tmp_path):
+    shared = SharedServers(tmp_path / "servers", factory=fake_factory)
+    with shared:
+        notebook = view(shared).start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{notebook.base_url}/who", timeout=10)
+        assert refused.value.code == 503 and "broker unreachable" in refused.value.read().decode()
+    finally:
+        notebook.stop()
 
 
 def test_without_a_running_broker_the_notebook_is_told_how_to_go_on(tmp_path):

@@ -446,10 +446,13 @@ def _relay(broker_socket: str, port: int, config: dict, info_path: str) -> int:
             upstream, answer = ask_broker(broker_socket, {"op": "connect", "config": config}, timeout=600)
         except (OSError, ValueError) as error:
             answer, upstream = {"ok": False, "error": f"broker unreachable: {error}"}, None
-        if not answer.get("ok"):
+        if not answer.get("ok"):  # the caller gets the reason as an HTTP error, not a hung socket
             body = json.dumps({"error": answer.get("error")}).encode()
-            client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                           b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            try:
+                client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                               b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
             client.close()
             return
         splice(client, upstream)
