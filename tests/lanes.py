@@ -28,6 +28,9 @@ SLOW = {
     "tests/test_serving.py": "starts server processes",
     "tests/test_vectordb.py::test_throwaway_postgres": "starts PostgreSQL",
     "tests/test_public_tree.py::test_its_readme_commands_work_there": "builds and tests the public course",
+    "tests/test_shared_servers.py": "starts server processes",
+    "tests/test_classgrade.py": "autogrades a class with parallel nbgrader processes",
+    "tests/test_gpu_shapes.py::test_quick_run_without_the_course_package": "trains and encodes with real-shaped models",
 }
 
 
