@@ -4,11 +4,13 @@ Generates a class of submissions of one fast lab (lab 08 by default) from its so
 its student copy: correct (the reference), partly wrong (the reference with one exercise put
 back to its stub, a different one each time), untouched (the student copy: zero), broken (not
 a notebook) and crashing (the kernel exits in the first exercise). The class is graded with
-`labkit grade-class` with 1 worker and with N, each in a fresh copy of the course, and the
-script prints the wall time, seconds per submission, speed-up and load average of each run,
-and fails unless every learner got the same status and the same per-cell grades in every run.
+`labkit grade-class` with 1 worker and with N, each in a fresh copy of the course; with
+--slices K the settings take turns, slice by slice of the class, so that both meet the same
+load on a shared machine. The script prints the wall time, seconds per submission, speed-up
+and load average of each setting, and fails unless every learner got the expected status and
+the same per-cell grades in every run.
 
-    .venv/bin/python benchmarks/grading_scale.py [--students 30] [--workers 2] [--repeat 1]
+    .venv/bin/python benchmarks/grading_scale.py [--students 30] [--workers 2] [--slices 3] [--repeat 1]
 
 The sandbox is on when LABKIT_SANDBOX=on is set, as for `nbgrader autograde`.
 """
@@ -102,11 +104,12 @@ def main() -> int:
     parser.add_argument("--students", type=int, default=30, help="learners in the class (at least 3)")
     parser.add_argument("--workers", type=int, default=2, help="workers of the parallel run")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each setting, interleaved (1, N, 1, N, ...)")
+    parser.add_argument("--slices", type=int, default=1, help="grade the class in this many slices, the settings taking turns")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per learner")
     parser.add_argument("--keep", metavar="DIR", help="keep the graded courses in this folder")
     args = parser.parse_args()
-    if args.students < 3:
-        parser.error("--students must be at least 3")
+    if args.students < 3 or not 1 <= args.slices <= args.students:
+        parser.error("--students must be at least 3, and --slices between 1 and --students")
 
     from labkit.config import describe_hardware
     from labkit.course import classgrade
@@ -129,19 +132,31 @@ def main() -> int:
     print(f"{args.students} submissions of {lab.stem} ({', '.join(f'{n} {k}' for k, n in counts.items())}); "
           f"sandbox {'on' if sandboxed else 'off'}; {describe_hardware()}", flush=True)
 
+    # Each run grades the whole class in its own copy of the course. With --slices K the class is
+    # graded in K slices of learners, the settings taking turns slice by slice, so that both see
+    # the same load on a shared machine; a run's wall time is the sum over its slices.
     runs = []  # (workers, wall, load before, load after, statuses, grades)
     settings = [w for _ in range(args.repeat) for w in (1, args.workers)]
+    courses = []
     for k, workers in enumerate(settings):
-        course = work / f"run{k}-{workers}w" / "autograder"
-        shutil.copytree(template.parent, course.parent)
-        load_before = os.getloadavg()[0]
-        result = classgrade.grade_class(course, assignment, workers=workers, timeout_s=args.timeout)
-        load_after = os.getloadavg()[0]
-        statuses = {run.student_id: run.status for run in result.runs}
-        runs.append((workers, result.wall_s, load_before, load_after, statuses, grades(course, assignment)))
-        print(f"  {workers} worker{'s' if workers > 1 else ' '}: {result.wall_s:7.1f} s, "
-              f"{result.wall_s / args.students:5.2f} s per submission, {result.counts()}, "
-              f"load average {load_before:.1f} -> {load_after:.1f}", flush=True)
+        courses.append(work / f"run{k}-{workers}w" / "autograder")
+        shutil.copytree(template.parent, courses[-1].parent)
+    names = list(learners)
+    slices = [names[i::args.slices] for i in range(args.slices)]
+    walls, statuses, loads = [0.0] * len(settings), [{} for _ in settings], [[] for _ in settings]
+    for part in slices:
+        for k, workers in enumerate(settings):
+            loads[k].append(os.getloadavg()[0])
+            result = classgrade.grade_class(courses[k], assignment, workers=workers, students=part, timeout_s=args.timeout)
+            loads[k].append(os.getloadavg()[0])
+            walls[k] += result.wall_s
+            statuses[k].update({run.student_id: run.status for run in result.runs})
+            print(f"  {workers} worker{'s' if workers > 1 else ' '}, {len(part)} learners: {result.wall_s:6.1f} s, "
+                  f"{result.counts()}, load average {loads[k][-2]:.1f} -> {loads[k][-1]:.1f}", flush=True)
+    for k, workers in enumerate(settings):
+        runs.append((workers, walls[k], min(loads[k]), max(loads[k]), statuses[k], grades(courses[k], assignment)))
+        print(f"{workers} worker{'s' if workers > 1 else ' '}: {walls[k]:7.1f} s for {args.students} submissions, "
+              f"{walls[k] / args.students:5.2f} s per submission, load average {min(loads[k]):.1f} to {max(loads[k]):.1f}")
 
     problems = []
     for student, kind in learners.items():

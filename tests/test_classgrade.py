@@ -357,7 +357,7 @@ def test_parallel_workers_grade_in_the_sandbox(course, monkeypatch):
 def test_the_scale_benchmark_runs_on_three_submissions():
     """benchmarks/grading_scale.py end to end on a class of three: its numbers and its grade check."""
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grading_scale.py"), "--students", "3",
-                             "--workers", "2"], capture_output=True, text=True, timeout=600,
+                             "--workers", "2", "--slices", "3"], capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
