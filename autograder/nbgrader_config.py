@@ -28,6 +28,9 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 os.environ["LABKIT_QUICK"] = "1"
 c.Execute.timeout = 300
 c.Execute.interrupt_on_timeout = True
+# nbgrader gives up on a whole notebook when a cell's output arrives more than iopub_timeout
+# after its reply (4 s by default); on a busy grading machine that is a crash, not a grade.
+c.Execute.iopub_timeout = 60
 
 # Every submission runs in a sandbox (labkit.course.sandbox): its own network and process namespaces,
 # the course files read-only, nothing of the course folder but its own graded copy, limits on
