@@ -43,12 +43,17 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+
+from .. import serving
+from .shared_servers import SharedServers
 
 # Student ids go to `nbgrader autograde --student`, which reads them as glob patterns: an id
 # with *, ? or [ could grade other learners too.
@@ -511,6 +516,25 @@ def grade_class(course_dir: str | Path, assignment: str, workers: int = 2, stude
 
     start = time.perf_counter()
     retry = []
+    with ExitStack() as servers:
+        if queue and not os.environ.get(serving.SHARED_SERVERS_ENV):
+            # One model server per configuration for the whole class, started when a notebook first asks.
+            shared = servers.enter_context(SharedServers(Path(tempfile.mkdtemp(prefix="labkit-servers-"))))
+            env.update(shared.env())
+        _grade_queue(course, assignment, queue, workers, log_dir, timeout_s, force, env, runs, retry, report)
+        for first in retry:  # after the others, alone, so that nothing else holds the gradebook
+            run = grade_one(course, assignment, first.student_id, log_dir / f"{first.student_id}.log", timeout_s, True,
+                            env=env)
+            run.attempts, run.wall_s = 2, first.wall_s + run.wall_s
+            if run.status == "graded":
+                run.detail = "graded on a second run: the first found the gradebook locked"
+            runs[run.student_id] = run
+            report(run)
+    return ClassRun(assignment, workers, time.perf_counter() - start, [runs[s] for s in wanted])
+
+
+def _grade_queue(course, assignment, queue, workers, log_dir, timeout_s, force, env, runs, retry, report) -> None:
+    """Grade ``queue`` with ``workers`` processes at a time; a run that met a locked gradebook goes to ``retry``."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(grade_one, course, assignment, s, log_dir / f"{s}.log", timeout_s, force, env=env): s
                    for s in queue}
@@ -521,14 +545,6 @@ def grade_class(course_dir: str | Path, assignment: str, workers: int = 2, stude
                 continue
             runs[run.student_id] = run
             report(run)
-    for first in retry:  # after the others, alone, so that nothing else holds the gradebook
-        run = grade_one(course, assignment, first.student_id, log_dir / f"{first.student_id}.log", timeout_s, True, env=env)
-        run.attempts, run.wall_s = 2, first.wall_s + run.wall_s
-        if run.status == "graded":
-            run.detail = "graded on a second run: the first found the gradebook locked"
-        runs[run.student_id] = run
-        report(run)
-    return ClassRun(assignment, workers, time.perf_counter() - start, [runs[s] for s in wanted])
 
 
 def summary(result: ClassRun) -> str:
