@@ -159,7 +159,8 @@ def _gpu() -> tuple[str, bool] | None:
         return None
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_name(0), bool(torch.cuda.is_bf16_supported())
+    # Native bfloat16 only: torch counts emulation by default, and a T4 emulates it, slowly.
+    return torch.cuda.get_device_name(0), bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 @lru_cache(maxsize=1)
