@@ -12,7 +12,7 @@ the same per-cell grades in every run.
 
     .venv/bin/python benchmarks/grading_scale.py [--students 30] [--workers 2] [--slices 3] [--repeat 1]
 
-The sandbox is on when LABKIT_SANDBOX=on is set, as for `nbgrader autograde`.
+The sandbox is on unless LABKIT_SANDBOX=off is set, as for `nbgrader autograde`.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def main() -> int:
         folder.mkdir(parents=True)
         (folder / lab.name).write_text(submission(kind, i, source, release))
     counts = {kind: list(learners.values()).count(kind) for kind in dict.fromkeys(kinds)}
-    sandboxed = os.environ.get("LABKIT_SANDBOX", "off") == "on"
+    sandboxed = os.environ.get("LABKIT_SANDBOX", "on").strip().lower() != "off"  # as nbgrader_config.py reads it
     print(f"{args.students} submissions of {lab.stem} ({', '.join(f'{n} {k}' for k, n in counts.items())}); "
           f"sandbox {'on' if sandboxed else 'off'}; {describe_hardware()}", flush=True)
 
