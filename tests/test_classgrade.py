@@ -24,29 +24,10 @@ import pytest
 
 from conftest import ROOT, nbgrader
 from labkit.course import classgrade, cli, grading, sandbox
+from test_grading import TINY  # the same one-exercise assignment
 
 ASSIGNMENT = "tiny"
 NOTEBOOK = "00_tiny.ipynb"
-
-
-def cell(kind, source, **grading_meta):
-    meta = {"nbgrader": {"schema_version": 3, "locked": False, "solution": False, "grade": False, "task": False,
-                         **grading_meta}} if grading_meta else {}
-    extra = {"outputs": [], "execution_count": None} if kind == "code" else {}
-    return {"cell_type": kind, "id": grading_meta.get("grade_id", "intro"), "metadata": meta, "source": source, **extra}
-
-
-TINY = {
-    "nbformat": 4, "nbformat_minor": 5,
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "cells": [
-        cell("markdown", "Write `double(x)`."),
-        cell("code", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION",
-             grade_id="double", solution=True),
-        cell("code", "assert double(2) == 4\nassert double(-1) == -2", grade_id="test_double", grade=True,
-             locked=True, points=2),
-    ],
-}
 
 
 def make_course(root: Path, extra_config: str = "") -> Path:
